@@ -1,0 +1,398 @@
+"""Plan actions: small frozen values with a phase. The applier and the renderer consume them.
+
+Phases run in ascending order: deletions first, from the leaves (routes) to the roots
+(namespaces), then creations from the roots back to the leaves. Within a phase the order is
+the sort key, so a plan is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from .state import Address, Link, Netns, RouteEntry, Scope, scope_label, scope_sort
+
+CREATE, CHANGE, DELETE = "create", "change", "delete"
+
+
+def route_label(route: RouteEntry) -> str:
+    return "default" if route.dst.prefixlen == 0 else str(route.dst)
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Change:
+    attribute: str  # mtu | mac | master | up | stp
+    old: object
+    new: object
+
+
+@dataclass(frozen=True)
+class Action:
+    phase: ClassVar[int]
+    verb: ClassVar[str]
+    noun: ClassVar[str]
+
+    @property
+    def scope(self) -> Scope:
+        raise NotImplementedError
+
+    def subject(self) -> str:
+        """What the action is about, for people: 'link eth0 in nginx-1'."""
+        raise NotImplementedError
+
+    def details(self) -> dict:
+        return {}
+
+    def sort_key(self) -> tuple:
+        return (self.phase, scope_sort(self.scope), self.subject())
+
+    def as_json(self) -> dict:
+        return {"action": self.verb, "type": self.noun, "netns": self.scope,
+                "subject": self.subject(), **{k: _jsonable(v) for k, v in self.details().items()}}
+
+    def inverse(self) -> Optional["Action"]:
+        """The action that undoes this one, when the plan holds enough to build it."""
+        return None
+
+
+# -- deletions -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeleteRoute(Action):
+    route: RouteEntry
+    phase = 1
+    verb = DELETE
+    noun = "route"
+
+    @property
+    def scope(self) -> Scope:
+        return self.route.scope
+
+    def subject(self) -> str:
+        return f"route {route_label(self.route)} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"to": self.route.dst, "via": self.route.via, "dev": self.route.dev, "metric": self.route.metric}
+
+    def inverse(self) -> Action:
+        return AddRoute(self.route)
+
+
+@dataclass(frozen=True)
+class DeleteAddress(Action):
+    address: Address
+    phase = 2
+    verb = DELETE
+    noun = "address"
+
+    @property
+    def scope(self) -> Scope:
+        return self.address.scope
+
+    def subject(self) -> str:
+        return f"address {self.address.interface} on {self.address.link} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"link": self.address.link, "address": self.address.interface}
+
+    def inverse(self) -> Action:
+        return AddAddress(self.address)
+
+
+@dataclass(frozen=True)
+class DeleteLink(Action):
+    link: Link
+    reason: str = ""  # set when the link is deleted to be created again (-/+)
+    phase = 3
+    verb = DELETE
+    noun = "link"
+
+    @property
+    def scope(self) -> Scope:
+        return self.link.scope
+
+    def subject(self) -> str:
+        return f"{self.link.kind} {self.link.name} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        out = {"name": self.link.name, "kind": self.link.kind}
+        if self.reason:
+            out["replace_reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class DeleteNamespace(Action):
+    netns: Netns
+    phase = 4
+    verb = DELETE
+    noun = "namespace"
+
+    @property
+    def scope(self) -> Scope:
+        return self.netns.name
+
+    def subject(self) -> str:
+        return f"namespace {self.netns.name}"
+
+    def details(self) -> dict:
+        return {"name": self.netns.name, "role": self.netns.role}
+
+
+# -- creations and changes -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CreateNamespace(Action):
+    """A new namespace, its ownership record, and its loopback up."""
+
+    netns: Netns
+    phase = 10
+    verb = CREATE
+    noun = "namespace"
+
+    @property
+    def scope(self) -> Scope:
+        return self.netns.name
+
+    def subject(self) -> str:
+        return f"namespace {self.netns.name}"
+
+    def details(self) -> dict:
+        return {"name": self.netns.name, "role": self.netns.role, "host": self.netns.host}
+
+    def inverse(self) -> Action:
+        return DeleteNamespace(self.netns)
+
+
+def _link_details(link: Link) -> dict:
+    out = {"name": link.name, "kind": link.kind, "mtu": link.mtu, "state": "up" if link.up else "down"}
+    if link.mac:
+        out["mac"] = link.mac
+    if link.master:
+        out["master"] = link.master
+    if link.stp is not None:
+        out["stp"] = link.stp
+    return out
+
+
+@dataclass(frozen=True)
+class CreateBridge(Action):
+    link: Link
+    reason: str = ""
+    phase = 11
+    verb = CREATE
+    noun = "link"
+
+    @property
+    def scope(self) -> Scope:
+        return self.link.scope
+
+    def subject(self) -> str:
+        return f"bridge {self.link.name} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return _link_details(self.link)
+
+    def inverse(self) -> Action:
+        return DeleteLink(self.link)
+
+
+@dataclass(frozen=True)
+class CreateVeth(Action):
+    """Both ends of a veth pair in one step; `a` is created first and `b` is its peer."""
+
+    a: Link
+    b: Link
+    reason: str = ""
+    phase = 12
+    verb = CREATE
+    noun = "link"
+
+    @property
+    def scope(self) -> Scope:
+        return self.a.scope
+
+    def subject(self) -> str:
+        return f"veth {self.a.name} in {scope_label(self.a.scope)} <-> {self.b.name} in {scope_label(self.b.scope)}"
+
+    def details(self) -> dict:
+        return {"a": {"netns": self.a.scope, **_link_details(self.a)},
+                "b": {"netns": self.b.scope, **_link_details(self.b)}}
+
+    def as_json(self) -> dict:
+        out = super().as_json()
+        out["a"], out["b"] = self.details()["a"], self.details()["b"]
+        if self.reason:
+            out["replace_reason"] = self.reason
+        return out
+
+    def inverse(self) -> Action:
+        return DeleteLink(self.a)
+
+    def ordered(self) -> tuple[Link, Link]:
+        """(first, peer): the end created first, so its peer is moved by namespace name.
+        The root namespace has no name, so an end in it is always created first."""
+        if self.b.scope is None and self.a.scope is not None:
+            return self.b, self.a
+        return self.a, self.b
+
+
+@dataclass(frozen=True)
+class SetLink(Action):
+    """Change attributes of an existing link in place."""
+
+    link: Link  # the desired link
+    changes: tuple[Change, ...]
+    phase = 13
+    verb = CHANGE
+    noun = "link"
+
+    @property
+    def scope(self) -> Scope:
+        return self.link.scope
+
+    def subject(self) -> str:
+        return f"{self.link.kind} {self.link.name} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"name": self.link.name,
+                "changes": [{"attribute": c.attribute, "old": _jsonable(c.old), "new": _jsonable(c.new)} for c in self.changes]}
+
+    def as_json(self) -> dict:
+        out = super().as_json()
+        out["changes"] = self.details()["changes"]
+        return out
+
+    def inverse(self) -> Action:
+        return SetLink(self.link, tuple(Change(c.attribute, c.new, c.old) for c in self.changes))
+
+
+@dataclass(frozen=True)
+class SetSysctl(Action):
+    where: Scope
+    key: str
+    old: str | None
+    new: str
+    phase = 14
+    verb = CHANGE
+    noun = "sysctl"
+
+    @property
+    def scope(self) -> Scope:
+        return self.where
+
+    def subject(self) -> str:
+        return f"sysctl {self.key} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"key": self.key, "old": self.old, "new": self.new}
+
+    def inverse(self) -> Action | None:
+        return SetSysctl(self.where, self.key, self.new, self.old) if self.old is not None else None
+
+
+@dataclass(frozen=True)
+class AddAddress(Action):
+    address: Address
+    phase = 15
+    verb = CREATE
+    noun = "address"
+
+    @property
+    def scope(self) -> Scope:
+        return self.address.scope
+
+    def subject(self) -> str:
+        return f"address {self.address.interface} on {self.address.link} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"link": self.address.link, "address": self.address.interface}
+
+    def inverse(self) -> Action:
+        return DeleteAddress(self.address)
+
+
+@dataclass(frozen=True)
+class AddRoute(Action):
+    route: RouteEntry
+    phase = 16
+    verb = CREATE
+    noun = "route"
+
+    @property
+    def scope(self) -> Scope:
+        return self.route.scope
+
+    def subject(self) -> str:
+        return f"route {route_label(self.route)} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"to": self.route.dst, "via": self.route.via, "dev": self.route.dev, "metric": self.route.metric}
+
+    def inverse(self) -> Action:
+        return DeleteRoute(self.route)
+
+
+@dataclass(frozen=True)
+class ReplaceRoute(Action):
+    """`ip route replace`: the same destination, another gateway or device, changed in place."""
+
+    old: RouteEntry
+    new: RouteEntry
+    phase = 16
+    verb = CHANGE
+    noun = "route"
+
+    @property
+    def scope(self) -> Scope:
+        return self.new.scope
+
+    def subject(self) -> str:
+        return f"route {route_label(self.new)} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        changes = []
+        for attribute in ("via", "dev", "proto"):
+            old, new = getattr(self.old, attribute), getattr(self.new, attribute)
+            if old != new:
+                changes.append({"attribute": attribute, "old": _jsonable(old), "new": _jsonable(new)})
+        return {"to": self.new.dst, "via": self.new.via, "dev": self.new.dev, "metric": self.new.metric, "changes": changes}
+
+    def as_json(self) -> dict:
+        out = super().as_json()
+        out["changes"] = self.details()["changes"]
+        return out
+
+    def inverse(self) -> Action:
+        return ReplaceRoute(self.new, self.old)
+
+
+@dataclass(frozen=True)
+class Plan:
+    topology: str
+    actions: tuple[Action, ...]
+    notes: tuple[str, ...] = ()  # what the plan deliberately leaves alone, and why
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def counts(self) -> dict[str, int]:
+        add = sum(1 for a in self.actions if a.verb == CREATE)
+        change = sum(1 for a in self.actions if a.verb == CHANGE)
+        destroy = sum(1 for a in self.actions if a.verb == DELETE)
+        return {"add": add, "change": change, "destroy": destroy}
+
+    def summary(self) -> str:
+        c = self.counts()
+        return f"Plan: {c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
+
+    def as_json(self) -> dict:
+        return {"format_version": 1, "topology": self.topology, "summary": self.counts(),
+                "actions": [a.as_json() for a in self.actions], "notes": list(self.notes)}

@@ -1,0 +1,146 @@
+"""Load -> observe -> plan -> execute -> verify, with rollback on failure.
+
+This is where the pure core meets the kernel layer: it asks observe.py for live state, the
+planner for a plan, kernel.py to carry out each action, and then plans again to prove the
+result. It raises typed errors; the CLI reports them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import netns as ns
+from .actions import Action, DeleteNamespace, Plan
+from .desired import Realisation, desired_state
+from .errors import ApplyFailed, KernelError, TopoctlError, UsageError, VerificationFailed
+from .kernel import Kernel, execute
+from .model import Topology
+from .observe import observe
+from .planner import plan
+from .state import State
+
+SETTLE_TIMEOUT = 10.0
+
+Progress = Callable[[int, int, Action], None]
+
+
+def realise(topology: Topology, host: str | None, emulate: bool) -> Realisation:
+    """Which hosts of the file this run acts on, and how they map onto the machine."""
+    names = topology.host_names()
+    if host is not None:
+        if host not in names:
+            raise UsageError(f"unknown host {host!r}", f"the file's hosts are: {', '.join(names)}")
+        return Realisation(topology.name, (host,), emulate)
+    if emulate or len(names) == 1:
+        return Realisation(topology.name, names, emulate)
+    raise UsageError(f"the file has {len(names)} hosts; say which this machine is",
+                     f"use --host with one of: {', '.join(names)} (or --emulate to build them all here)")
+
+
+@dataclass
+class Context:
+    topology: Topology
+    realisation: Realisation
+    desired: State = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.desired = desired_state(self.topology, self.realisation)
+
+    def empty(self) -> State:
+        """What the topology wants when it is destroyed: nothing, in the same places."""
+        return State(scopes=set(self.desired.scopes))
+
+    def observe(self, kernel: Kernel) -> State:
+        return observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys())
+
+    def plan(self, kernel: Kernel, destroy: bool = False) -> tuple[Plan, State]:
+        live = self.observe(kernel)
+        return plan(self.empty() if destroy else self.desired, live, self.topology.name), live
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    plan: Plan
+    seconds: float
+    writes: int  # kernel changes made
+
+
+def _rollback(kernel: Kernel, done: list[Action], topology: str) -> tuple[int, tuple[str, ...]]:
+    undone, errors = 0, []
+    for action in reversed(done):
+        inverse = action.inverse()
+        if inverse is None:
+            errors.append(f"cannot undo: {action.verb} {action.subject()}")
+            continue
+        try:
+            execute(kernel, inverse, topology)
+            undone += 1
+        except TopoctlError as err:
+            errors.append(f"undo {action.verb} {action.subject()}: {err.message}")
+    return undone, tuple(errors)
+
+
+def _settle(kernel: Kernel, context: Context, deleted: list[str], live: State) -> None:
+    """Wait until the kernel has finished deleting namespaces (it does so asynchronously):
+    veth ends whose peers were inside them vanish only then, and a plan made before that
+    would see them."""
+    waiting = [link for link in live.links.values()
+               if link.kind == "veth" and link.peer is not None and link.peer[0] in deleted
+               and link.scope not in deleted]
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while waiting and time.monotonic() < deadline:
+        remaining = []
+        for link in waiting:
+            try:
+                if kernel.rtnl(link.scope).link_lookup(ifname=link.name):
+                    remaining.append(link)
+            except KernelError:
+                pass  # its own namespace is gone too
+        waiting = remaining
+        if waiting:
+            time.sleep(0.01)
+
+
+def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
+                 progress: Progress | None = None) -> None:
+    done: list[Action] = []
+    total = len(the_plan.actions)
+    for number, action in enumerate(the_plan.actions, start=1):
+        if progress is not None:
+            progress(number, total, action)
+        try:
+            execute(kernel, action, context.topology.name)
+        except (TopoctlError, KeyboardInterrupt) as err:
+            reason = err.message if isinstance(err, TopoctlError) else "interrupted"
+            undone, errors = _rollback(kernel, done, context.topology.name)
+            hint = f"rolled back {undone} of {len(done)} earlier changes"
+            if errors:
+                hint += "; could not undo: " + "; ".join(errors)
+            raise ApplyFailed(f"step {number} of {total} failed: {reason}", hint,
+                              rolled_back=undone, rollback_errors=errors) from None
+        done.append(action)
+    deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
+    if deleted:
+        _settle(kernel, context, deleted, live)
+
+
+def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
+              progress: Progress | None = None) -> ApplyReport:
+    """Plan, execute, then plan again: the second plan must be empty."""
+    started = time.monotonic()
+    writes_before = kernel.writes
+    the_plan, live = context.plan(kernel, destroy=destroy)
+    if not the_plan.empty:
+        execute_plan(kernel, context, the_plan, live, progress)
+    check, _ = context.plan(kernel, destroy=destroy)
+    if destroy:
+        for name in ns.recorded_netns(context.topology.name):
+            if name not in ns.list_netns():
+                ns.forget_netns(name)  # a record of a namespace already gone by other means
+    if not check.empty:
+        lines = "; ".join(f"{a.verb} {a.subject()}" for a in check.actions[:5])
+        raise VerificationFailed(f"the kernel state still differs after {'destroy' if destroy else 'apply'}: {lines}",
+                                 "something else changed these objects meanwhile; run plan to see the state")
+    return ApplyReport(plan=the_plan, seconds=time.monotonic() - started, writes=kernel.writes - writes_before)

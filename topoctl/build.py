@@ -1,0 +1,192 @@
+"""Schema-valid data -> model objects, then the semantic checks the schema cannot express.
+
+Every problem is collected with the path it came from; the loader turns paths into lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable
+
+from .errors import Diagnostic
+from .model import (
+    IMPLICIT_HOST,
+    Bridge,
+    Endpoint,
+    Host,
+    HostRoute,
+    IPInterface,
+    Namespace,
+    Route,
+    Topology,
+    VethLink,
+    canonical_mac,
+    default_route_for,
+)
+
+IFNAMSIZ = 16  # including the trailing NUL
+
+
+class _Problems:
+    def __init__(self, file: str, marks: Any) -> None:
+        self.file = file
+        self.marks = marks
+        self.found: list[Diagnostic] = []
+
+    def add(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
+        line, col = self.marks.at(path, key=key)
+        self.found.append(Diagnostic(self.file, line, col, message, hint))
+
+
+def _interface(text: str, path: tuple, problems: _Problems) -> IPInterface | None:
+    try:
+        return ipaddress.ip_interface(text)
+    except ValueError:
+        problems.add(path, f"{text!r} is not a valid address with prefix length", "write it as 172.17.0.2/16 or fd00::2/64")
+        return None
+
+
+def _address(text: str, path: tuple, problems: _Problems):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        problems.add(path, f"{text!r} is not a valid IP address")
+        return None
+
+
+def _route(data: dict, path: tuple, problems: _Problems) -> Route | None:
+    via = _address(data["via"], path + ("via",), problems) if "via" in data else None
+    if "via" in data and via is None:
+        return None
+    to_text = data["to"]
+    if to_text == "default":
+        to = default_route_for(via)
+    elif to_text == "default6":
+        to = ipaddress.IPv6Network("::/0")
+    else:
+        try:
+            to = ipaddress.ip_network(to_text)
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(to_text, strict=False)
+            except ValueError:
+                problems.add(path + ("to",), f"{to_text!r} is not a valid destination prefix")
+                return None
+            problems.add(path + ("to",), f"{to_text!r} has host bits set", f"did you mean {loose}?")
+            return None
+    if via is not None and via.version != to.version:
+        problems.add(path + ("via",), f"gateway {via} is IPv{via.version} but destination {to} is IPv{to.version}")
+        return None
+    if via is None and "dev" not in data:
+        problems.add(path, f"route to {to} needs 'via' or 'dev'")
+        return None
+    return Route(to=to, via=via, dev=data.get("dev"), metric=data.get("metric"), origin=path)
+
+
+def _check_ifname(name: str, path: tuple, problems: _Problems, key: bool = False) -> None:
+    size = len(name.encode("utf-8"))
+    if size >= IFNAMSIZ:
+        problems.add(path, f"interface name {name!r} is {size} bytes; the kernel allows at most {IFNAMSIZ - 1}",
+                     "shorten it (IFNAMSIZ is 16 including the terminating NUL)", key=key)
+    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+        problems.add(path, f"interface name {name!r} may not contain '/', ':' or whitespace", key=key)
+
+
+def _host_of(data: dict, path: tuple, hosts: tuple[str, ...], problems: _Problems, what: str) -> str:
+    if "host" in data:
+        host = data["host"]
+        if host not in hosts:
+            problems.add(path + ("host",), f"{what}: unknown host {host!r}", f"hosts are: {', '.join(hosts)}")
+        return host
+    if len(hosts) > 1:
+        problems.add(path, f"{what}: 'host' is required when the file has more than one host",
+                     f"add host: one of {', '.join(hosts)}")
+    return hosts[0]
+
+
+def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Diagnostic]]:
+    problems = _Problems(file, marks)
+    name = data["name"]
+
+    hosts: list[Host] = []
+    for host_name, host_data in (data.get("hosts") or {}).items():
+        host_data = host_data or {}
+        path = ("hosts", host_name)
+        address = _interface(host_data["address"], path + ("address",), problems) if "address" in host_data else None
+        hosts.append(Host(name=host_name, address=address, origin=path))
+    if not hosts:
+        hosts.append(Host(name=IMPLICIT_HOST, origin=()))
+    host_names = tuple(h.name for h in hosts)
+
+    bridges: list[Bridge] = []
+    for bridge_name, bridge_data in (data.get("bridges") or {}).items():
+        bridge_data = bridge_data or {}
+        path = ("bridges", bridge_name)
+        _check_ifname(bridge_name, path, problems, key=True)
+        addresses = tuple(a for i, text in enumerate(bridge_data.get("addresses", []))
+                          if (a := _interface(text, path + ("addresses", i), problems)) is not None)
+        bridges.append(Bridge(
+            name=bridge_name,
+            host=_host_of(bridge_data, path, host_names, problems, f"bridge {bridge_name}"),
+            addresses=addresses,
+            mtu=bridge_data.get("mtu", 1500),
+            mac=canonical_mac(bridge_data["mac"]) if "mac" in bridge_data else None,
+            stp=bridge_data.get("stp", False),
+            up=bridge_data.get("state", "up") == "up",
+            origin=path,
+        ))
+
+    namespaces: list[Namespace] = []
+    for ns_name, ns_data in (data.get("namespaces") or {}).items():
+        ns_data = ns_data or {}
+        path = ("namespaces", ns_name)
+        routes = tuple(r for i, r_data in enumerate(ns_data.get("routes", []))
+                       if (r := _route(r_data, path + ("routes", i), problems)) is not None)
+        sysctls = tuple(sorted((k, str(v)) for k, v in (ns_data.get("sysctls") or {}).items()))
+        namespaces.append(Namespace(
+            name=ns_name,
+            host=_host_of(ns_data, path, host_names, problems, f"namespace {ns_name}"),
+            routes=routes, sysctls=sysctls, origin=path,
+        ))
+
+    links: list[VethLink] = []
+    for i, link_data in enumerate(data.get("links") or []):
+        path = ("links", i)
+        ends = []
+        for j, end_data in enumerate(link_data["endpoints"]):
+            end_path = path + ("endpoints", j)
+            _check_ifname(end_data["name"], end_path + ("name",), problems)
+            addresses = tuple(a for k, text in enumerate(end_data.get("addresses", []))
+                              if (a := _interface(text, end_path + ("addresses", k), problems)) is not None)
+            ends.append(Endpoint(
+                name=end_data["name"],
+                namespace=end_data.get("namespace"),
+                bridge=end_data.get("bridge"),
+                host=end_data.get("host"),
+                addresses=addresses,
+                mtu=end_data.get("mtu", 1500),
+                mac=canonical_mac(end_data["mac"]) if "mac" in end_data else None,
+                up=end_data.get("state", "up") == "up",
+                origin=end_path,
+            ))
+        links.append(VethLink(a=ends[0], b=ends[1], origin=path))
+
+    routes: list[HostRoute] = []
+    for i, route_data in enumerate(data.get("routes") or []):
+        path = ("routes", i)
+        host = _host_of(route_data, path, host_names, problems, "route")
+        route = _route(route_data, path, problems)
+        if route is not None:
+            routes.append(HostRoute(host=host, route=route, origin=path))
+
+    topology = Topology(
+        name=name, hosts=tuple(hosts), bridges=tuple(bridges), namespaces=tuple(namespaces),
+        links=tuple(links), routes=tuple(routes), source=file,
+    )
+    from .checks import check_topology
+
+    check_topology(topology, problems.add)
+    return topology, problems.found
+
+
+ProblemSink = Callable[..., None]

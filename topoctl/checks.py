@@ -1,0 +1,149 @@
+"""Semantic checks on a built Topology: what JSON Schema cannot say.
+
+Each check reports through `report(path, message, hint="", key=False)`, so the loader can
+place it at a line of the file. No check stops the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from typing import Callable
+
+from .model import IPInterface, Place, Route, Topology, place_of
+
+Report = Callable[..., None]
+
+
+def check_topology(topology: Topology, report: Report) -> None:
+    _check_reserved_names(topology, report)
+    _check_endpoints(topology, report)
+    _check_interface_names(topology, report)
+    _check_addresses(topology, report)
+    _check_routes(topology, report)
+
+
+def _check_reserved_names(topology: Topology, report: Report) -> None:
+    emulated = {f"{topology.name}-{h.name}" for h in topology.hosts}
+    for ns in topology.namespaces:
+        if ns.name in emulated:
+            report(ns.origin, f"namespace name {ns.name!r} is reserved for the emulated host of the same name",
+                   "rename the namespace", key=True)
+
+
+def _check_endpoints(topology: Topology, report: Report) -> None:
+    for link in topology.links:
+        for end in (link.a, link.b):
+            placements = [k for k in ("namespace", "bridge", "host") if getattr(end, k) is not None]
+            if len(placements) > 1:
+                report(end.origin, f"endpoint {end.name!r} names {' and '.join(placements)}; give exactly one",
+                       "namespace: inside a container; bridge: a port of that bridge; host: the host's own namespace")
+                continue
+            if not placements and len(topology.hosts) > 1:
+                report(end.origin, f"endpoint {end.name!r} needs 'namespace', 'bridge' or 'host'")
+                continue
+            if end.namespace is not None and topology.namespace(end.namespace) is None:
+                known = ", ".join(n.name for n in topology.namespaces) or "none"
+                report(end.origin + ("namespace",), f"unknown namespace {end.namespace!r}", f"namespaces are: {known}")
+            if end.bridge is not None:
+                if topology.bridge(end.bridge) is None:
+                    known = ", ".join(b.name for b in topology.bridges) or "none"
+                    report(end.origin + ("bridge",), f"unknown bridge {end.bridge!r}", f"bridges are: {known}")
+                if end.addresses:
+                    report(end.origin + ("addresses",), f"{end.name!r} is a port of bridge {end.bridge!r} and cannot carry an address",
+                           f"put the address on the bridge {end.bridge!r} instead")
+            if end.host is not None and end.host not in topology.host_names():
+                report(end.origin + ("host",), f"unknown host {end.host!r}", f"hosts are: {', '.join(topology.host_names())}")
+
+
+def _interfaces_by_place(topology: Topology) -> dict[Place, list[tuple[str, tuple, tuple[IPInterface, ...]]]]:
+    """Every interface the topology creates, by place: (name, origin, addresses)."""
+    found: dict[Place, list] = defaultdict(list)
+    for bridge in topology.bridges:
+        found[Place(bridge.host, None)].append((bridge.name, bridge.origin, bridge.addresses))
+    for link in topology.links:
+        for end in (link.a, link.b):
+            place = place_of(topology, end)
+            if place is not None:
+                found[place].append((end.name, end.origin + ("name",), end.addresses))
+    return found
+
+
+def _where(place: Place) -> str:
+    return f"namespace {place.namespace!r}" if place.namespace else f"host {place.host!r}"
+
+
+def _check_interface_names(topology: Topology, report: Report) -> None:
+    for place, interfaces in _interfaces_by_place(topology).items():
+        seen: dict[str, tuple] = {}
+        for name, origin, _ in interfaces:
+            if name == "lo":
+                report(origin, f"'lo' is the loopback device of {_where(place)}; a link cannot be named so")
+            if name in seen:
+                report(origin, f"interface {name!r} is claimed twice in {_where(place)}",
+                       "every interface of a namespace or host needs its own name")
+            else:
+                seen[name] = origin
+
+
+def _check_addresses(topology: Topology, report: Report) -> None:
+    seen: dict = {}
+    for place, interfaces in _interfaces_by_place(topology).items():
+        for name, origin, addresses in interfaces:
+            base = origin[:-1] if origin and origin[-1] == "name" else origin
+            for i, address in enumerate(addresses):
+                if address.ip in seen:
+                    report(base + ("addresses", i), f"address {address.ip} is used twice (also on {seen[address.ip]})")
+                else:
+                    seen[address.ip] = f"{name} in {_where(place)}"
+    for host in topology.hosts:
+        if host.address is not None and host.address.ip in seen:
+            report(host.origin + ("address",), f"address {host.address.ip} is used twice (also on {seen[host.address.ip]})")
+
+
+def _connected(topology: Topology, place: Place) -> list[tuple[str, IPInterface]]:
+    found = []
+    for name, _, addresses in _interfaces_by_place(topology).get(place, []):
+        found.extend((name, a) for a in addresses)
+    if place.namespace is None:
+        host = next(h for h in topology.hosts if h.name == place.host)
+        if host.address is not None:
+            found.append(("", host.address))  # the underlay interface, outside the topology
+    return found
+
+
+def _check_route(topology: Topology, place: Place, route: Route, report: Report) -> None:
+    names = {name for name, _, _ in _interfaces_by_place(topology).get(place, [])}
+    # In a host's own namespace a route may leave through an interface the topology does not
+    # create (the underlay eth0); inside a container every interface is the topology's.
+    if route.dev is not None and route.dev not in names and place.namespace is not None:
+        report(route.origin + ("dev",), f"route to {route.to}: no interface {route.dev!r} in {_where(place)}")
+        return
+    if route.via is None:
+        return
+    connected = _connected(topology, place)
+    on_link = [(name, a) for name, a in connected if route.via in a.network and (route.dev is None or name == route.dev)]
+    if not on_link:
+        subnets = ", ".join(sorted({str(a.network) for _, a in connected})) or "none"
+        report(route.origin + ("via",), f"gateway {route.via} is not on any connected subnet of {_where(place)}",
+               f"connected subnets: {subnets}")
+    elif any(a.ip == route.via for _, a in on_link):
+        report(route.origin + ("via",), f"gateway {route.via} is an address of {_where(place)} itself")
+
+
+def _check_routes(topology: Topology, report: Report) -> None:
+    by_place: dict[Place, list[Route]] = defaultdict(list)
+    for ns in topology.namespaces:
+        by_place[Place(ns.host, ns.name)].extend(ns.routes)
+    for host_route in topology.routes:
+        by_place[Place(host_route.host, None)].append(host_route.route)
+    for place, routes in by_place.items():
+        seen: set[tuple] = set()
+        for route in routes:
+            key = (route.to, route.metric)
+            if key in seen:
+                report(route.origin + ("to",), f"route to {route.to} is given twice in {_where(place)}")
+            seen.add(key)
+            if place.namespace is None and route.dev is None and route.via is not None and isinstance(route.via, ipaddress.IPv6Address) and route.via.is_link_local:
+                report(route.origin + ("via",), "a link-local gateway needs 'dev'")
+            _check_route(topology, place, route, report)

@@ -1,0 +1,270 @@
+"""The command line: thin, and the one place where errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import InvalidTopology, TopoctlError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+    help="Declarative topology-as-code for Linux container networking.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Flavor(str, Enum):
+    ip = "ip"
+    brctl = "brctl"
+
+
+FileArg = typer.Argument(..., metavar="FILE", help="Topology YAML file.")
+HostOpt = typer.Option(None, "--host", help="Act only on this host of the file.")
+EmulateOpt = typer.Option(False, "--emulate", help="Realise each host as the namespace <topology>-<host>.")
+OutputOpt = typer.Option(Output.text, "--output", "-o", help="text for people, json for machines.")
+
+
+def _fail(error: TopoctlError, output: Output = Output.text) -> None:
+    if isinstance(error, InvalidTopology):
+        if output == Output.json:
+            print(json.dumps({"valid": False, "problems": [d.as_dict() for d in error.diagnostics]}, indent=2))
+        for d in error.diagnostics:
+            err.print(f"[bold]{_esc(d.location())}:[/bold] [red]error:[/red] {_esc(d.message)}")
+            if d.hint:
+                err.print(f"  [dim]hint: {_esc(d.hint)}[/dim]")
+        err.print(f"[red]{_esc(error.message)}[/red]")
+    else:
+        err.print(f"[red]error:[/red] {_esc(error.message)}")
+        if error.hint:
+            err.print(f"  [dim]hint: {_esc(error.hint)}[/dim]")
+    raise typer.Exit(error.exit_code)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+    return escape(text)
+
+
+def _guard(body: Callable[[], Optional[int]], output: Output = Output.text) -> None:
+    """Run a command body; typed errors become a message and an exit code, nothing else."""
+    try:
+        code = body()
+    except TopoctlError as error:
+        _fail(error, output)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        raise typer.Exit(130)
+    raise typer.Exit(code or 0)
+
+
+def _context(file: str, host: Optional[str], emulate: bool):
+    from .applier import Context, realise
+    from .loader import load_file
+
+    topology = load_file(file)
+    return Context(topology, realise(topology, host, emulate))
+
+
+def _need_privileges(what: str) -> None:
+    from .errors import PermissionDenied
+    from .privileges import missing_capabilities
+
+    missing = missing_capabilities()
+    if missing:
+        raise PermissionDenied(f"{what} needs {' and '.join(missing)}, which this process does not have",
+                               "run it as root (sudo topoctl ...); validate and render need no privileges")
+
+
+@app.command()
+def validate(files: List[str] = typer.Argument(..., metavar="FILE...", help="Topology files to check."),
+             output: Output = OutputOpt) -> None:
+    """Check files against the schema and the semantic rules. Needs no root."""
+    from .loader import load_file
+
+    def body() -> int:
+        problems = []
+        for file in files:
+            try:
+                load_file(file)
+                if output == Output.text:
+                    out.print(f"{_esc(file)}: [green]valid[/green]")
+            except InvalidTopology as invalid:
+                problems.extend(invalid.diagnostics)
+        if problems:
+            raise InvalidTopology(problems)
+        if output == Output.json:
+            print(json.dumps({"valid": True, "problems": []}, indent=2))
+        return 0
+
+    _guard(body, output)
+
+
+@app.command()
+def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
+         output: Output = OutputOpt,
+         detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", "-d",
+                                                help="Exit 0 when there is nothing to do, 2 when there are changes."),
+         destroy: bool = typer.Option(False, "--destroy", help="Plan the destroy instead.")) -> None:
+    """Compare the live kernel state with the file and print the ordered changes."""
+    from .kernel import Kernel
+    from .show import print_plan
+
+    def body() -> int:
+        context = _context(file, host, emulate)
+        _need_privileges("plan")
+        with Kernel() as kernel:
+            the_plan, _ = context.plan(kernel, destroy=destroy)
+        if output == Output.json:
+            print(json.dumps(the_plan.as_json(), indent=2))
+        else:
+            print_plan(out, the_plan)
+        # Terraform's convention: with -d, 0 means no changes, 2 means changes, 1 an error.
+        return 2 if detailed_exitcode and not the_plan.empty else 0
+
+    _guard(body, output)
+
+
+def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, destroy: bool) -> None:
+    from .applier import reconcile
+    from .kernel import Kernel
+    from .show import print_plan, progress_bar
+
+    verb = "destroy" if destroy else "apply"
+
+    def body() -> int:
+        context = _context(file, host, emulate)
+        _need_privileges(verb)
+        with Kernel() as kernel, progress_bar(err, enabled=output == Output.text) as progress:
+            report = reconcile(kernel, context, destroy=destroy, progress=progress)
+        if output == Output.json:
+            print(json.dumps({**report.plan.as_json(), "seconds": round(report.seconds, 3),
+                              "kernel_writes": report.writes, "verified": True}, indent=2))
+        else:
+            if report.plan.empty:
+                out.print("No changes. The live state matches the file.")
+            else:
+                print_plan(out, report.plan, summary=False)
+                c = report.plan.counts()
+                done = "Destroy" if destroy else "Apply"
+                out.print(f"[bold green]{done} complete![/bold green] {c['add']} added, {c['change']} changed, "
+                          f"{c['destroy']} destroyed in {report.seconds:.2f}s; verified: a fresh plan is empty.")
+        return 0
+
+    _guard(body, output)
+
+
+@app.command()
+def apply(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
+          output: Output = OutputOpt) -> None:
+    """Make the live state match the file, then verify that a fresh plan is empty."""
+    _reconcile(file, host, emulate, output, destroy=False)
+
+
+@app.command()
+def destroy(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
+            output: Output = OutputOpt) -> None:
+    """Remove everything this topology owns, and nothing else."""
+    _reconcile(file, host, emulate, output, destroy=True)
+
+
+@app.command()
+def render(file: str = FileArg, host: Optional[str] = HostOpt,
+           emulate: bool = typer.Option(False, "--emulate", help="Address each host as the namespace <topology>-<host>."),
+           teardown: bool = typer.Option(False, "--teardown", help="Print the script that removes the topology."),
+           flavor: Flavor = typer.Option(Flavor.ip, "--flavor", help="ip: iproute2 only; brctl: brctl for bridge steps.")) -> None:
+    """Print the equivalent shell script (from the same plan apply executes). Needs no root."""
+    from .render import render_build, render_teardown
+
+    def body() -> int:
+        context = _context(file, host, emulate)
+        script = (render_teardown if teardown else render_build)(context, flavor.value)
+        sys.stdout.write(script)
+        return 0
+
+    _guard(body)
+
+
+@app.command()
+def show(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
+         output: Output = OutputOpt) -> None:
+    """Print the live state of this topology's objects."""
+    from .kernel import Kernel
+    from .show import print_state, state_json
+
+    def body() -> int:
+        context = _context(file, host, emulate)
+        _need_privileges("show")
+        with Kernel() as kernel:
+            live = context.observe(kernel)
+        if output == Output.json:
+            print(json.dumps(state_json(live, context), indent=2))
+        else:
+            print_state(out, live, context)
+        return 0
+
+    _guard(body, output)
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+def exec_(file: str = FileArg,
+          target: str = typer.Argument(..., metavar="NAMESPACE", help="A namespace of the file, or a host name."),
+          command: List[str] = typer.Argument(..., metavar="-- CMD...", help="The command to run there."),
+          emulate: bool = EmulateOpt) -> None:
+    """Run CMD inside one of the topology's namespaces (or a host's). Exits with CMD's code."""
+    from .errors import UsageError
+    from .netns import run_command_in as run_in
+
+    def body() -> int:
+        context = _context(file, None, emulate)
+        topology = context.topology
+        if topology.namespace(target) is not None:
+            scope = target
+        elif target in topology.host_names():
+            scope = context.realisation.host_scope(target)
+        else:
+            names = [n.name for n in topology.namespaces] + list(topology.host_names())
+            raise UsageError(f"{target!r} is not a namespace or host of {file}", f"choose one of: {', '.join(names)}")
+        _need_privileges("exec")
+        argv = command[1:] if command and command[0] == "--" else command
+        if not argv:
+            raise UsageError("no command given", "topoctl exec FILE NAMESPACE -- CMD...")
+        return run_in(scope, argv)
+
+    _guard(body)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"topoctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                              help="Print the version.")) -> None:
+    """topoctl: declarative topology-as-code for Linux container networking."""
+
+
+def main() -> None:
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 200  # piped or logged: do not squeeze tables into 80 columns
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Topology (+ how it is realised) -> the desired kernel State. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import Endpoint, Place, Route, Topology, place_of
+from .state import Address, Link, Netns, RouteEntry, Scope, State, route_family_default_metric
+
+LOOPBACK = "lo"
+
+
+@dataclass(frozen=True)
+class Realisation:
+    """How the topology's hosts map onto this machine, and which of them we act on."""
+
+    topology: str
+    hosts: tuple[str, ...]
+    emulate: bool
+
+    def host_scope(self, host: str) -> Scope:
+        # Emulated, a host is a namespace of its own; for real, it is this machine's root namespace.
+        return f"{self.topology}-{host}" if self.emulate else None
+
+    def scope_of(self, place: Place) -> Scope:
+        return place.namespace if place.namespace is not None else self.host_scope(place.host)
+
+
+def _endpoint_link(topology: Topology, realisation: Realisation, end: Endpoint, peer: Endpoint) -> Link:
+    scope = realisation.scope_of(place_of(topology, end))
+    peer_scope = realisation.scope_of(place_of(topology, peer))
+    return Link(
+        scope=scope, name=end.name, kind="veth", up=end.up, mtu=end.mtu, mac=end.mac,
+        master=end.bridge, peer=(peer_scope, peer.name), owner=topology.name,
+    )
+
+
+def _resolve_dev(route: Route, scope: Scope, state: State) -> str | None:
+    """The interface a gateway is reached through, from the scope's own addresses."""
+    if route.dev is not None or route.via is None:
+        return route.dev
+    for address in sorted(state.addresses, key=lambda a: a.link):
+        if address.scope == scope and route.via in address.interface.network:
+            return address.link
+    return None  # reached through an interface the topology does not manage (the underlay)
+
+
+def desired_state(topology: Topology, realisation: Realisation) -> State:
+    state = State()
+    owner = topology.name
+    selected = set(realisation.hosts)
+
+    def add_scope(scope: Scope, host: str, role: str) -> None:
+        state.scopes.add(scope)
+        if scope is not None:
+            state.namespaces[scope] = Netns(name=scope, owner=owner, host=host, role=role)
+            state.add_link(Link(scope=scope, name=LOOPBACK, kind="loopback", up=True, owner=None))
+
+    for host in topology.hosts:
+        if host.name in selected:
+            add_scope(realisation.host_scope(host.name), host.name, "host")
+    for ns in topology.namespaces:
+        if ns.host in selected:
+            add_scope(ns.name, ns.host, "container")
+            for key, value in ns.sysctls:
+                state.sysctls[(ns.name, key)] = value
+
+    for bridge in topology.bridges:
+        if bridge.host not in selected:
+            continue
+        scope = realisation.host_scope(bridge.host)
+        state.add_link(Link(scope=scope, name=bridge.name, kind="bridge", up=bridge.up, mtu=bridge.mtu,
+                            mac=bridge.mac, stp=bridge.stp, owner=owner))
+        state.addresses.update(Address(scope, bridge.name, a) for a in bridge.addresses)
+
+    for veth in topology.links:
+        for end, peer in ((veth.a, veth.b), (veth.b, veth.a)):
+            if place_of(topology, end).host not in selected:
+                continue
+            link = _endpoint_link(topology, realisation, end, peer)
+            state.add_link(link)
+            state.addresses.update(Address(link.scope, link.name, a) for a in end.addresses)
+
+    def add_route(scope: Scope, route: Route) -> None:
+        metric = route.metric if route.metric is not None else route_family_default_metric(route.to)
+        state.add_route(RouteEntry(scope=scope, dst=route.to, via=route.via, dev=_resolve_dev(route, scope, state),
+                                   metric=metric, owner=owner))
+
+    for ns in topology.namespaces:
+        if ns.host in selected:
+            for route in ns.routes:
+                add_route(ns.name, route)
+    for host_route in topology.routes:
+        if host_route.host in selected:
+            add_route(realisation.host_scope(host_route.host), host_route.route)
+    return state

@@ -1,0 +1,87 @@
+"""Typed errors. The library raises these; only the CLI turns them into output and exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem in an input file, with the place it was found."""
+
+    file: str
+    line: int  # 1-based; 0 when unknown
+    column: int  # 1-based; 0 when unknown
+    message: str
+    hint: str = ""
+
+    def location(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}"
+        return self.file
+
+    def as_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class TopoctlError(Exception):
+    """Base of every error topoctl reports to a user. Carries a message and a hint."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class InvalidTopology(TopoctlError):
+    """The input file is invalid: every problem found, each with FILE:LINE:COL."""
+
+    exit_code = 2
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.line, d.column, d.message))
+        count = len(self.diagnostics)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} found")
+
+
+class UsageError(TopoctlError):
+    """A command-line mistake (unknown host, bad option combination)."""
+
+    exit_code = 2
+
+
+class OwnershipConflict(TopoctlError):
+    """The topology wants an object that exists but belongs to someone else."""
+
+
+class KernelError(TopoctlError):
+    """The kernel refused a change or a read."""
+
+
+class PermissionDenied(TopoctlError):
+    """Reading or changing network state needs privileges we do not have."""
+
+
+class LockTimeout(TopoctlError):
+    """Another topoctl holds the lock of a host for longer than we were willing to wait."""
+
+
+class ApplyFailed(TopoctlError):
+    """An apply step failed; carries what was rolled back."""
+
+    def __init__(self, message: str, hint: str = "", rolled_back: int = 0, rollback_errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint)
+        self.rolled_back = rolled_back
+        self.rollback_errors = rollback_errors
+
+
+class VerificationFailed(TopoctlError):
+    """After apply, a fresh plan was not empty."""

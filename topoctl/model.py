@@ -1,0 +1,151 @@
+"""The desired topology as written in a file: frozen dataclasses with ipaddress types.
+
+Everything past the loader works on these. Each object keeps `origin`, the path of keys
+that led to it in the file, so semantic checks can point at a line; it takes no part in
+comparisons.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+Path = tuple  # keys and indices from the document root, e.g. ("links", 0, "endpoints", 1)
+
+IMPLICIT_HOST = "local"
+DEFAULT_MTU = 1500
+
+
+def _origin() -> Path:
+    return field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: IPInterface | None = None
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route as the file states it. `dev` is filled in by the compiler when left out."""
+
+    to: IPNetwork
+    via: IPAddress | None = None
+    dev: str | None = None
+    metric: int | None = None
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class Bridge:
+    name: str
+    host: str
+    addresses: tuple[IPInterface, ...] = ()
+    mtu: int = DEFAULT_MTU
+    mac: str | None = None
+    stp: bool = False
+    up: bool = True
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    host: str
+    routes: tuple[Route, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a veth. Exactly one of namespace / bridge / host places it.
+
+    `namespace`: inside that container namespace. `bridge`: in the bridge's host, as a port
+    of the bridge. `host`: in the host's own namespace, not attached to anything.
+    """
+
+    name: str
+    namespace: str | None = None
+    bridge: str | None = None
+    host: str | None = None
+    addresses: tuple[IPInterface, ...] = ()
+    mtu: int = DEFAULT_MTU
+    mac: str | None = None
+    up: bool = True
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class VethLink:
+    a: Endpoint
+    b: Endpoint
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class HostRoute:
+    host: str
+    route: Route
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    hosts: tuple[Host, ...]
+    bridges: tuple[Bridge, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    links: tuple[VethLink, ...] = ()
+    routes: tuple[HostRoute, ...] = ()
+    source: str = field(default="<memory>", compare=False)
+
+    def host_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hosts)
+
+    def bridge(self, name: str) -> Bridge | None:
+        return next((b for b in self.bridges if b.name == name), None)
+
+    def namespace(self, name: str) -> Namespace | None:
+        return next((n for n in self.namespaces if n.name == name), None)
+
+
+def canonical_mac(text: str) -> str:
+    """Lower-case, colon-separated: the one form every comparison uses."""
+    return text.replace("-", ":").lower()
+
+
+def default_route_for(via: IPAddress | None) -> IPNetwork:
+    if via is not None and via.version == 6:
+        return ipaddress.IPv6Network("::/0")
+    return ipaddress.IPv4Network("0.0.0.0/0")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where an interface lives: a host, and a container namespace on it or (None) the host's own."""
+
+    host: str
+    namespace: str | None
+
+
+def place_of(topology: Topology, end: Endpoint) -> Place | None:
+    """The place of a veth end, or None when it names something that does not exist."""
+    if end.namespace is not None:
+        ns = topology.namespace(end.namespace)
+        return Place(ns.host, ns.name) if ns else None
+    if end.bridge is not None:
+        bridge = topology.bridge(end.bridge)
+        return Place(bridge.host, None) if bridge else None
+    if end.host is not None:
+        return Place(end.host, None) if end.host in topology.host_names() else None
+    if len(topology.hosts) == 1:
+        return Place(topology.hosts[0].name, None)
+    return None

@@ -1,0 +1,294 @@
+"""Network namespaces without forking: create, delete, enter (per thread) and record ownership.
+
+Part of the kernel layer (with kernel.py and observe.py): the only code that touches
+/run/netns and /run/topoctl. Entering a namespace is done by a short-lived thread that calls
+setns(2); only that thread changes namespace, so the rest of the process never does. A socket
+opened there stays in that namespace for its whole life, which is how netlink sockets for every
+namespace are made without pyroute2's fork per `IPRoute(netns=...)`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from .errors import KernelError, PermissionDenied
+
+NETNS_RUN_DIR = "/run/netns"
+STATE_DIR = os.environ.get("TOPOCTL_STATE_DIR", "/run/topoctl")
+
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_BIND = 0x1000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+T = TypeVar("T")
+
+
+def _os_error(call: str, target: str) -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, f"{call}({target}): {os.strerror(code)}")
+
+
+def _check(result: int, call: str, target: str) -> None:
+    if result != 0:
+        raise _os_error(call, target)
+
+
+def netns_path(name: str) -> str:
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
+    """Run fn in a thread that has entered namespace `name` (None: our own). Returns its result."""
+    if name is None:
+        return fn()
+    result: list = []
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                os.close(own)
+                raise
+            try:
+                _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
+                try:
+                    result.append(fn())
+                finally:
+                    # Go back before the thread ends, so nothing leaks into a reused thread.
+                    _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
+            finally:
+                os.close(target)
+                os.close(own)
+        except BaseException as exc:  # handed over to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name=f"netns-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise _translate(failure[0], name)
+    return result[0]
+
+
+def _translate(exc: BaseException, name: str) -> BaseException:
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            return PermissionDenied(f"not allowed to enter network namespace {name}: {exc.strerror}",
+                                    "run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN are needed)")
+        if exc.errno == errno.ENOENT:
+            return KernelError(f"network namespace {name} does not exist", "it was deleted while topoctl ran")
+    return exc
+
+
+def _ensure_run_dir() -> None:
+    """Make /run/netns a shared mount point, as `ip netns add` does, so bind mounts propagate."""
+    os.makedirs(NETNS_RUN_DIR, mode=0o755, exist_ok=True)
+    target = NETNS_RUN_DIR.encode()
+    if _libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None) == 0:
+        return
+    if ctypes.get_errno() != errno.EINVAL:
+        raise _os_error("mount", NETNS_RUN_DIR)
+    _check(_libc.mount(target, target, b"none", MS_BIND | MS_REC, None), "mount", NETNS_RUN_DIR)
+    _check(_libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None), "mount", NETNS_RUN_DIR)
+
+
+def create_netns(name: str) -> None:
+    """A new, empty network namespace pinned at /run/netns/NAME (what `ip netns add` makes)."""
+    try:
+        _ensure_run_dir()
+        path = netns_path(name)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        os.close(fd)
+    except FileExistsError:
+        raise KernelError(f"network namespace {name} already exists") from None
+    except OSError as exc:
+        raise _translate(exc, name) from None
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+                try:
+                    _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), "mount", path)
+                finally:
+                    _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
+            finally:
+                os.close(own)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name=f"netns-add-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise _translate(failure[0], name)
+
+
+def delete_netns(name: str) -> None:
+    """Unpin a namespace. The kernel frees it (and its interfaces) once nothing else holds it."""
+    path = netns_path(name)
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+        raise _translate(_os_error("umount", path), name)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _translate(exc, name) from None
+    forget_netns(name)
+
+
+# -- ownership records --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NetnsRecord:
+    topology: str
+    host: str
+    role: str
+    inode: int = 0  # of the namespace itself: a namespace re-made by someone else is not ours
+
+
+def netns_inode(name: str) -> int:
+    try:
+        return os.stat(netns_path(name)).st_ino
+    except OSError:
+        return 0
+
+
+def _record_path(name: str) -> str:
+    return os.path.join(STATE_DIR, "netns", name + ".json")
+
+
+def _write_json(path: str, data: object) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as out:
+        json.dump(data, out, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> object | None:
+    try:
+        with open(path, encoding="utf-8") as src:
+            return json.load(src)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError):
+        return None  # an unreadable record owns nothing
+
+
+def record_netns(name: str, record: NetnsRecord) -> None:
+    _write_json(_record_path(name), {"topology": record.topology, "host": record.host, "role": record.role,
+                                     "inode": record.inode})
+
+
+def read_netns_record(name: str) -> NetnsRecord | None:
+    data = _read_json(_record_path(name))
+    if not isinstance(data, dict) or not isinstance(data.get("topology"), str):
+        return None
+    inode = data.get("inode")
+    return NetnsRecord(data["topology"], str(data.get("host", "")), str(data.get("role", "container")),
+                       inode if isinstance(inode, int) else 0)
+
+
+def forget_netns(name: str) -> None:
+    try:
+        os.unlink(_record_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def recorded_netns(topology: str) -> list[str]:
+    """Namespaces whose record names `topology`, including any already gone from /run/netns."""
+    folder = os.path.join(STATE_DIR, "netns")
+    try:
+        names = [f[:-5] for f in os.listdir(folder) if f.endswith(".json")]
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if (r := read_netns_record(n)) is not None and r.topology == topology)
+
+
+def routes_record_dir(topology: str) -> str:
+    return os.path.join(STATE_DIR, "routes", topology)
+
+
+def route_record_name(key: str) -> str:
+    """A file name for a route key ('254 10.244.2.0/24 0' -> '254_10.244.2.0_24_0')."""
+    return key.replace(" ", "_").replace("/", "_")
+
+
+def recorded_root_routes(topology: str) -> set[str]:
+    """File names of the routes this topology added to the machine's own namespace."""
+    try:
+        return set(os.listdir(routes_record_dir(topology)))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def record_root_route(topology: str, key: str, present: bool) -> None:
+    path = os.path.join(routes_record_dir(topology), route_record_name(key))
+    if present:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        with open(path, "w", encoding="utf-8"):
+            pass
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def run_command_in(name: str | None, command: list[str]) -> int:
+    """Run a command inside a namespace and return its exit code.
+
+    The child enters the namespace with setns(2) before exec, without `ip netns exec`'s
+    remount of /sys (slow here): /sys in the child still shows the caller's namespace.
+    """
+    import subprocess
+
+    fd = None
+    if name is not None:
+        try:
+            fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _translate(exc, name) from None
+
+    def enter() -> None:
+        if fd is not None and _libc.setns(fd, CLONE_NEWNET) != 0:
+            os._exit(126)
+
+    try:
+        return subprocess.call(command, preexec_fn=enter, pass_fds=())
+    except FileNotFoundError:
+        raise KernelError(f"command not found: {command[0]}", "install it, or give its full path") from None
+    finally:
+        if fd is not None:
+            os.close(fd)

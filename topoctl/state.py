@@ -1,0 +1,135 @@
+"""Kernel state in one vocabulary, for both sides of a plan: desired (compiled from a Topology)
+and live (observed over netlink). The planner compares the two with plain equality, so every
+value here is canonical: MACs lower-case, addresses and prefixes `ipaddress` objects, route
+keys fixed (table, destination, metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from .model import IPAddress, IPInterface, IPNetwork
+
+# A network namespace by name; None is the machine's own (root) namespace.
+Scope = Optional[str]
+
+# rtm_protocol topoctl writes on the routes it creates ("t", 116); iproute2 shows it as "proto 116".
+ROUTE_PROTO = 116
+MAIN_TABLE = 254
+
+OWNER_PREFIX = "topoctl:"
+
+
+def owner_alias(topology: str) -> str:
+    """The interface alias that marks a link as made by `topology`."""
+    return OWNER_PREFIX + topology
+
+
+def owner_from_alias(alias: str | None) -> str | None:
+    if alias and alias.startswith(OWNER_PREFIX):
+        return alias[len(OWNER_PREFIX):] or None
+    return None
+
+
+def scope_label(scope: Scope) -> str:
+    return scope if scope is not None else "(root)"
+
+
+def scope_sort(scope: Scope) -> str:
+    return "" if scope is None else scope
+
+
+@dataclass(frozen=True)
+class Netns:
+    """A network namespace in /run/netns. `owner` is the topology that recorded it as its own."""
+
+    name: str
+    owner: str | None = None
+    host: str | None = None
+    role: str = "container"  # or "host" for an emulated host
+
+
+@dataclass(frozen=True)
+class Link:
+    """A network interface. `None` for mtu or mac means: not managed, any value will do."""
+
+    scope: Scope
+    name: str
+    kind: str  # bridge | veth | loopback | the kernel's kind string for anything else
+    up: bool = True
+    mtu: int | None = None
+    mac: str | None = None
+    master: str | None = None
+    peer: tuple[Scope, str] | None = None  # the other end of a veth
+    stp: bool | None = None  # bridges only
+    owner: str | None = None
+    index: int = field(default=0, compare=False)  # live ifindex; not part of the state
+
+    @property
+    def key(self) -> tuple[Scope, str]:
+        return (self.scope, self.name)
+
+
+@dataclass(frozen=True)
+class Address:
+    scope: Scope
+    link: str
+    interface: IPInterface
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    scope: Scope
+    dst: IPNetwork
+    via: IPAddress | None = None
+    dev: str | None = None
+    metric: int = 0
+    table: int = MAIN_TABLE
+    proto: int = ROUTE_PROTO
+    owner: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.scope, self.table, self.dst, self.metric)
+
+    def same_path(self, other: "RouteEntry") -> bool:
+        """Equal where `ip route replace` would change something (owner aside)."""
+        return (self.via, self.dev, self.proto) == (other.via, other.dev, other.proto)
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    scope: Scope
+    key: str
+    value: str
+
+
+@dataclass
+class State:
+    """A whole kernel state. Built once (by the compiler or the observer), then only read."""
+
+    namespaces: dict[str, Netns] = field(default_factory=dict)
+    links: dict[tuple[Scope, str], Link] = field(default_factory=dict)
+    addresses: set[Address] = field(default_factory=set)
+    routes: dict[tuple, RouteEntry] = field(default_factory=dict)
+    sysctls: dict[tuple[Scope, str], str] = field(default_factory=dict)
+    # The scopes this state speaks for: the planner only deletes what it saw in them.
+    scopes: set[Scope] = field(default_factory=set)
+
+    def add_link(self, link: Link) -> None:
+        self.links[link.key] = link
+
+    def add_route(self, route: RouteEntry) -> None:
+        self.routes[route.key] = route
+
+    def links_in(self, scope: Scope) -> list[Link]:
+        return [link for (s, _), link in self.links.items() if s == scope]
+
+
+def route_family_default_metric(dst: IPNetwork) -> int:
+    """The metric the kernel gives a route added without one."""
+    return 1024 if dst.version == 6 else 0
+
+
+Value = Union[str, int, bool, None]
