@@ -320,7 +320,11 @@ class AddAddress(Action):
 
 @dataclass(frozen=True)
 class AddRoute(Action):
+    """A route to add. `replace`: it may or may not survive this plan's address deletions (the
+    kernel drops routes whose gateway loses its subnet), so it is written with replace."""
+
     route: RouteEntry
+    replace: bool = False
     phase = 16
     verb = CREATE
     noun = "route"

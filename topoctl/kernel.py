@@ -221,7 +221,7 @@ _EXECUTORS: dict[type, Callable[[Kernel, Action, str], None]] = {
     SetSysctl: _set_sysctl,
     AddAddress: lambda k, a, t: _address_request(k, a.address, "add"),
     DeleteAddress: lambda k, a, t: _address_request(k, a.address, "del"),
-    AddRoute: lambda k, a, t: _route_request(k, a.route, "add"),
+    AddRoute: lambda k, a, t: _route_request(k, a.route, "replace" if a.replace else "add"),
     ReplaceRoute: lambda k, a, t: _route_request(k, a.new, "replace"),
     DeleteRoute: lambda k, a, t: _route_request(k, a.route, "del"),
 }

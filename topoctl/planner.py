@@ -31,7 +31,7 @@ from .actions import (
     SetSysctl,
 )
 from .errors import OwnershipConflict
-from .state import Address, Link, Scope, State, scope_label
+from .state import Address, Link, RouteEntry, Scope, State, scope_label
 
 _LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
 
@@ -230,12 +230,22 @@ class _Planner:
                     and address.scope not in self.gone_scopes and (address.scope, address.link) not in self.gone_links):
                 self.actions.append(DeleteAddress(address))
 
+    def _shaken(self, route: RouteEntry, deleted: dict) -> bool:
+        """Whether this plan deletes an address whose subnet holds the route's gateway."""
+        return route.via is not None and any(route.via in net for net in deleted.get((route.scope, route.dev), ()))
+
     def routes(self) -> None:
+        deleted: dict[tuple[Scope, str], list] = {}
+        for action in self.actions:
+            if isinstance(action, DeleteAddress):
+                deleted.setdefault((action.address.scope, action.address.link), []).append(action.address.interface.network)
         for key, want in sorted(self.desired.routes.items(), key=lambda kv: _route_key(kv[1])):
             have = None if self._is_new(want.scope, want.dev) else self.live.routes.get(key)
             if have is not None and (have.scope, have.dev) in self.gone_links:
                 have = None  # its device goes away with a deleted link
-            if have is None:
+            if have is not None and have.owner == self.topology and self._shaken(have, deleted):
+                self.actions.append(AddRoute(want, replace=True))
+            elif have is None:
                 self.actions.append(AddRoute(want))
             elif have.owner != self.topology:
                 self.conflicts.append(f"route {want.dst} in {scope_label(want.scope)} already exists and is not owned "

@@ -1,0 +1,67 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+DEMO := topologies/docker0.yaml
+TOPOCTL := $(BIN)/topoctl
+
+.PHONY: all demo test unit integration sysdeps venv clean
+
+all: test
+
+# Debian packages the demo and the tests use: ping (iputils-ping), brctl (bridge-utils), ip.
+sysdeps:
+	@missing=""; \
+	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
+	command -v brctl >/dev/null || missing="$$missing bridge-utils"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP):
+	@if ! $(PYTHON) -m venv $(VENV) 2>/dev/null; then \
+	  echo "python venv module missing; installing python3-venv"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; \
+	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); \
+	fi
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+# Build the classic docker0 example in an emulated host, show the plan, apply it, prove the
+# containers reach each other and the host reaches them, show the script, destroy it.
+demo: $(STAMP) sysdeps
+	@set -euo pipefail; \
+	trap '$(TOPOCTL) destroy --emulate $(DEMO) >/dev/null 2>&1 || true' EXIT; \
+	$(TOPOCTL) destroy --emulate $(DEMO) >/dev/null; \
+	echo "== topoctl validate $(DEMO)"; $(TOPOCTL) validate $(DEMO); \
+	echo; echo "== topoctl plan --emulate $(DEMO)"; $(TOPOCTL) plan --emulate $(DEMO); \
+	echo; echo "== topoctl apply --emulate $(DEMO)"; $(TOPOCTL) apply --emulate $(DEMO); \
+	echo; echo "== topoctl show --emulate $(DEMO)"; $(TOPOCTL) show --emulate $(DEMO); \
+	echo; echo "== nginx-1 (172.17.0.2) pings nginx-2 (172.17.0.3) across docker0"; \
+	$(TOPOCTL) exec --emulate $(DEMO) nginx-1 -- ping -c 2 -W 2 172.17.0.3; \
+	echo; echo "== the host itself (namespace docker0-local) pings nginx-1"; \
+	$(TOPOCTL) exec --emulate $(DEMO) local -- ping -c 1 -W 2 172.17.0.2; \
+	echo; echo "== a second apply changes nothing"; $(TOPOCTL) apply --emulate $(DEMO); \
+	echo; echo "== topoctl render $(DEMO)  (the same plan, as a shell script)"; $(TOPOCTL) render $(DEMO); \
+	echo; echo "== topoctl destroy --emulate $(DEMO)"; $(TOPOCTL) destroy --emulate $(DEMO); \
+	trap - EXIT; echo; echo "demo complete: nothing of it is left (ip netns list is empty of it)"
+
+test: $(STAMP) sysdeps
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP) sysdeps
+	$(BIN)/python -m pytest -q -ra tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
