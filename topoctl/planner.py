@@ -231,14 +231,20 @@ class _Planner:
                 self.actions.append(DeleteAddress(address))
 
     def _shaken(self, route: RouteEntry, deleted: dict) -> bool:
-        """Whether this plan deletes an address whose subnet holds the route's gateway."""
-        return route.via is not None and any(route.via in net for net in deleted.get((route.scope, route.dev), ()))
+        """Whether this plan deletes the last address whose subnet holds the route's gateway:
+        the kernel then drops the route, so it must be written again."""
+        gone = deleted.get((route.scope, route.dev), ())
+        if route.via is None or not any(route.via in interface.network for interface in gone):
+            return False
+        staying = (a for a in self.live.addresses if a.scope == route.scope and a.link == route.dev
+                   and a.interface not in gone)
+        return not any(route.via in a.interface.network for a in staying)
 
     def routes(self) -> None:
         deleted: dict[tuple[Scope, str], list] = {}
         for action in self.actions:
             if isinstance(action, DeleteAddress):
-                deleted.setdefault((action.address.scope, action.address.link), []).append(action.address.interface.network)
+                deleted.setdefault((action.address.scope, action.address.link), []).append(action.address.interface)
         for key, want in sorted(self.desired.routes.items(), key=lambda kv: _route_key(kv[1])):
             have = None if self._is_new(want.scope, want.dev) else self.live.routes.get(key)
             if have is not None and (have.scope, have.dev) in self.gone_links:

@@ -1,0 +1,304 @@
+"""Planner cases as data: desired (from YAML) + live (built by hand) -> actions. No root."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import replace
+
+import pytest
+
+from topoctl.actions import (
+    AddAddress,
+    AddRoute,
+    CreateBridge,
+    CreateNamespace,
+    CreateVeth,
+    DeleteAddress,
+    DeleteLink,
+    DeleteNamespace,
+    DeleteRoute,
+    ReplaceRoute,
+    SetLink,
+    SetSysctl,
+)
+from topoctl.applier import Context, realise
+from topoctl.errors import OwnershipConflict
+from topoctl.loader import load_text
+from topoctl.planner import plan
+from topoctl.state import Address, Link, Netns, RouteEntry, State
+
+DOCKER0 = """
+apiVersion: topoctl/v1
+kind: Topology
+name: demo
+bridges:
+  docker0: {addresses: [172.17.0.1/16]}
+namespaces:
+  nginx-1:
+    routes: [{to: default, via: 172.17.0.1}]
+    sysctls: {net.ipv4.ip_forward: 1}
+links:
+  - type: veth
+    endpoints:
+      - {namespace: nginx-1, name: eth0, addresses: [172.17.0.2/16, "fd00::2/64"]}
+      - {bridge: docker0, name: veth-nginx1}
+"""
+
+HOST = "demo-local"
+
+
+def context(text: str = DOCKER0, emulate: bool = True) -> Context:
+    topology = load_text(text, "test.yaml")
+    return Context(topology, realise(topology, None, emulate))
+
+
+def as_live(desired: State, topology: str = "demo") -> State:
+    """What the kernel shows once `desired` is built: the same objects, now with live values."""
+    live = State(scopes=set(desired.scopes))
+    live.namespaces = dict(desired.namespaces)
+    for key, link in desired.links.items():
+        live.links[key] = replace(link, mac=link.mac or "02:00:00:00:00:99",
+                                  mtu=link.mtu or 65536, stp=link.stp if link.kind == "bridge" else None)
+    live.addresses = set(desired.addresses) | {Address(s, n, ipaddress.ip_interface("fe80::1/64"))
+                                                for (s, n), link in desired.links.items() if link.kind == "veth"}
+    live.routes = dict(desired.routes)
+    live.sysctls = dict(desired.sysctls)
+    return live
+
+
+def kinds(the_plan) -> list[str]:
+    return [type(a).__name__ for a in the_plan.actions]
+
+
+def test_from_nothing_creates_everything_in_phase_order():
+    ctx = context()
+    the_plan = plan(ctx.desired, State(), "demo")
+    assert kinds(the_plan) == [
+        "CreateNamespace", "CreateNamespace", "CreateBridge", "CreateVeth", "SetSysctl",
+        "AddAddress", "AddAddress", "AddAddress", "AddRoute",
+    ]
+    assert [a.netns.name for a in the_plan.actions[:2]] == [HOST, "nginx-1"]
+    assert the_plan.summary() == "Plan: 8 to add, 1 to change, 0 to destroy."
+    veth = the_plan.actions[3]
+    assert {veth.a.scope, veth.b.scope} == {HOST, "nginx-1"}
+    host_end = veth.a if veth.a.scope == HOST else veth.b
+    assert host_end.master == "docker0" and host_end.peer == ("nginx-1", "eth0")
+
+
+def test_no_changes_when_live_matches():
+    ctx = context()
+    assert plan(ctx.desired, as_live(ctx.desired), "demo").empty
+
+
+def test_kernel_link_local_addresses_are_not_ours_to_delete():
+    ctx = context()
+    live = as_live(ctx.desired)
+    assert any(a.interface.ip.is_link_local for a in live.addresses)
+    assert not any(isinstance(a, DeleteAddress) for a in plan(ctx.desired, live, "demo").actions)
+
+
+@pytest.mark.parametrize("attribute, drifted, expected_old", [
+    ("mtu", 1400, 1400),
+    ("up", False, False),
+    ("master", None, None),
+])
+def test_link_attribute_drift_is_changed_in_place(attribute, drifted, expected_old):
+    ctx = context()
+    live = as_live(ctx.desired)
+    key = (HOST, "veth-nginx1")
+    live.links[key] = replace(live.links[key], **{attribute: drifted})
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["SetLink"]
+    (change,) = the_plan.actions[0].changes
+    assert (change.attribute, change.old) == (attribute, expected_old)
+    assert change.new == getattr(ctx.desired.links[key], attribute)
+
+
+def test_declared_mac_drift_is_changed_but_undeclared_mac_is_not_managed():
+    text = DOCKER0.replace("name: eth0, addresses", 'name: eth0, mac: "02:42:AC:11:00:02", addresses')
+    ctx = context(text)
+    live = as_live(ctx.desired)
+    assert ctx.desired.links[("nginx-1", "eth0")].mac == "02:42:ac:11:00:02"  # canonical form
+    live.links[("nginx-1", "eth0")] = replace(live.links[("nginx-1", "eth0")], mac="02:42:ac:11:00:99")
+    live.links[(HOST, "docker0")] = replace(live.links[(HOST, "docker0")], mac="aa:bb:cc:dd:ee:ff")
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["SetLink"]
+    assert the_plan.actions[0].link.name == "eth0"
+
+
+def test_missing_veth_end_replaces_the_pair():
+    ctx = context()
+    live = as_live(ctx.desired)
+    del live.links[("nginx-1", "eth0")]
+    live.addresses = {a for a in live.addresses if a.scope != "nginx-1"}
+    del live.routes[next(k for k in live.routes if k[0] == "nginx-1")]
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["DeleteLink", "CreateVeth", "AddAddress", "AddAddress", "AddRoute"]
+    assert the_plan.actions[0].reason == "peer eth0 is missing"
+    assert the_plan.counts() == {"add": 4, "change": 0, "destroy": 1}
+
+
+def test_wrong_kind_forces_replacement_and_reattaches_ports():
+    ctx = context()
+    live = as_live(ctx.desired)
+    live.links[(HOST, "docker0")] = replace(live.links[(HOST, "docker0")], kind="macvlan", stp=None)
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["DeleteLink", "CreateBridge", "SetLink", "AddAddress"]
+    assert the_plan.actions[0].reason == "kind macvlan -> bridge"
+    reattach = the_plan.actions[2]
+    assert reattach.link.name == "veth-nginx1"
+    assert [(c.attribute, c.old, c.new) for c in reattach.changes] == [("master", None, "docker0")]
+
+
+def test_foreign_link_with_a_wanted_name_is_a_conflict_not_a_takeover():
+    ctx = context()
+    live = as_live(ctx.desired)
+    live.links[(HOST, "docker0")] = replace(live.links[(HOST, "docker0")], owner=None)
+    with pytest.raises(OwnershipConflict, match="interface docker0 in demo-local already exists"):
+        plan(ctx.desired, live, "demo")
+
+
+def test_another_topologys_namespace_is_a_conflict():
+    ctx = context()
+    live = State(namespaces={"nginx-1": Netns("nginx-1", owner="other")})
+    with pytest.raises(OwnershipConflict, match="namespace nginx-1 already exists and belongs to topology 'other'"):
+        plan(ctx.desired, live, "demo")
+
+
+def test_objects_no_longer_in_the_file_are_removed_but_foreign_ones_stay():
+    ctx = context()
+    live = as_live(ctx.desired)
+    live.namespaces["old-box"] = Netns("old-box", owner="demo", host="local")
+    live.namespaces["their-box"] = Netns("their-box", owner=None)
+    live.links[(HOST, "br-old")] = Link(HOST, "br-old", "bridge", owner="demo", mtu=1500)
+    live.links[(HOST, "br-theirs")] = Link(HOST, "br-theirs", "bridge", owner=None, mtu=1500)
+    live.addresses.add(Address("nginx-1", "eth0", ipaddress.ip_interface("172.17.0.99/16")))
+    gone_route = RouteEntry("nginx-1", ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_address("172.17.0.1"),
+                            "eth0", owner="demo")
+    foreign_route = RouteEntry(HOST, ipaddress.ip_network("10.8.0.0/16"), None, "br-theirs", owner=None)
+    live.add_route(gone_route)
+    live.add_route(foreign_route)
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["DeleteRoute", "DeleteAddress", "DeleteLink", "DeleteNamespace"]
+    assert the_plan.actions[0].route == gone_route
+    assert str(the_plan.actions[1].address.interface) == "172.17.0.99/16"
+    assert the_plan.actions[2].link.name == "br-old"
+    assert the_plan.actions[3].netns.name == "old-box"
+
+
+def test_changed_gateway_is_replaced_in_place():
+    ctx = context()
+    live = as_live(ctx.desired)
+    key = next(k for k in live.routes if k[0] == "nginx-1")
+    live.routes[key] = replace(live.routes[key], via=ipaddress.ip_address("172.17.0.254"))
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["ReplaceRoute"]
+    assert the_plan.as_json()["actions"][0]["changes"] == [
+        {"attribute": "via", "old": "172.17.0.254", "new": "172.17.0.1"}]
+
+
+def test_deleting_the_gateways_subnet_re_adds_its_routes_with_replace():
+    ctx = context()
+    live = as_live(ctx.desired)
+    live.addresses.discard(Address("nginx-1", "eth0", ipaddress.ip_interface("172.17.0.2/16")))
+    live.addresses.add(Address("nginx-1", "eth0", ipaddress.ip_interface("172.17.0.9/16")))
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["DeleteAddress", "AddAddress", "AddRoute"]
+    assert the_plan.actions[2].replace is True
+
+
+def test_sysctl_drift_is_set_with_the_old_value_recorded():
+    ctx = context()
+    live = as_live(ctx.desired)
+    live.sysctls[("nginx-1", "net.ipv4.ip_forward")] = "0"
+    (action,) = plan(ctx.desired, live, "demo").actions
+    assert isinstance(action, SetSysctl) and (action.old, action.new) == ("0", "1")
+    assert action.inverse() == SetSysctl("nginx-1", "net.ipv4.ip_forward", "1", "0")
+
+
+def test_destroy_deletes_whole_namespaces_and_lets_veths_go_with_them():
+    ctx = context(emulate=False)
+    live = as_live(ctx.desired)
+    the_plan = plan(ctx.empty(), live, "demo")
+    # The root-namespace end of the veth goes with its peer's namespace; the bridge is deleted.
+    assert kinds(the_plan) == ["DeleteLink", "DeleteNamespace"]
+    assert the_plan.actions[0].link.name == "docker0"
+    assert the_plan.actions[1].netns.name == "nginx-1"
+
+
+def test_destroy_keeps_a_namespace_that_holds_foreign_interfaces():
+    ctx = context()
+    live = as_live(ctx.desired)
+    live.links[(HOST, "foreign0")] = Link(HOST, "foreign0", "bridge", owner=None, mtu=1500)
+    the_plan = plan(ctx.empty(), live, "demo")
+    assert [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)] == ["nginx-1"]
+    assert any(isinstance(a, DeleteLink) and a.link.name == "docker0" for a in the_plan.actions)
+    assert "keeping namespace demo-local" in the_plan.notes[0] and "foreign0" in the_plan.notes[0]
+
+
+def test_everything_inside_a_new_namespace_is_new_even_if_stale_live_data_says_otherwise():
+    ctx = context()
+    live = as_live(ctx.desired)
+    del live.namespaces["nginx-1"]  # the namespace is gone; leftovers in live must not matter
+    the_plan = plan(ctx.desired, live, "demo")
+    # The host end whose peer namespace is gone is deleted, then the pair is made again.
+    assert kinds(the_plan)[:2] == ["DeleteLink", "CreateNamespace"]
+    assert the_plan.actions[0].reason == "peer eth0 is missing"
+    assert sum(isinstance(a, AddAddress) and a.scope == "nginx-1" for a in the_plan.actions) == 2
+    assert any(isinstance(a, AddRoute) and a.scope == "nginx-1" for a in the_plan.actions)
+    assert any(isinstance(a, CreateVeth) for a in the_plan.actions)
+
+
+def test_inverses_undo_creations_and_changes():
+    ctx = context()
+    the_plan = plan(ctx.desired, State(), "demo")
+    for action in the_plan.actions:
+        inverse = action.inverse()
+        if isinstance(action, SetSysctl):
+            assert inverse is None  # no old value to go back to in a new namespace
+        else:
+            assert inverse is not None
+            assert inverse.verb in ("delete", "change")
+    bridge = next(a for a in the_plan.actions if isinstance(a, CreateBridge))
+    assert bridge.inverse() == DeleteLink(bridge.link)
+    route = next(a for a in the_plan.actions if isinstance(a, AddRoute))
+    assert route.inverse() == DeleteRoute(route.route)
+    change = ReplaceRoute(route.route, replace(route.route, via=ipaddress.ip_address("172.17.0.254")))
+    assert change.inverse().new == route.route
+
+
+def test_json_form_is_stable_and_serialisable():
+    ctx = context()
+    data = plan(ctx.desired, State(), "demo").as_json()
+    text = json.dumps(data, sort_keys=True)
+    assert json.loads(text) == data
+    assert data["format_version"] == 1 and data["summary"] == {"add": 8, "change": 1, "destroy": 0}
+    first = data["actions"][0]
+    assert first == {"action": "create", "type": "namespace", "netns": HOST, "subject": f"namespace {HOST}",
+                     "name": HOST, "role": "host", "host": "local"}
+    veth = next(a for a in data["actions"] if a["type"] == "link" and "a" in a)
+    assert {veth["a"]["netns"], veth["b"]["netns"]} == {HOST, "nginx-1"}
+
+
+def test_plans_are_deterministic():
+    ctx = context()
+    first = plan(ctx.desired, State(), "demo")
+    second = plan(context().desired, State(), "demo")
+    assert first == second
+
+
+def test_one_host_selected_leaves_the_other_alone():
+    text = """
+apiVersion: topoctl/v1
+kind: Topology
+name: two
+hosts: {a: {}, b: {}}
+bridges:
+  br0: {host: a}
+  br1: {host: b}
+"""
+    topology = load_text(text, "two.yaml")
+    ctx = Context(topology, realise(topology, "a", emulate=True))
+    the_plan = plan(ctx.desired, State(), "two")
+    assert {a.scope for a in the_plan.actions} == {"two-a"}
