@@ -97,7 +97,15 @@ class Kernel:
         def write() -> None:
             with open(sysctl_path(key), "w", encoding="ascii") as out:
                 out.write(value)
-        ns.run_in_netns(scope, write)
+        try:
+            ns.run_in_netns(scope, write)
+        except FileNotFoundError:
+            raise KernelError(f"sysctl {key} does not exist in {scope_label(scope)}",
+                              "check its spelling; per-interface keys need the interface to exist") from None
+        except OSError as err:
+            if err.errno in (errno.EPERM, errno.EACCES):
+                raise
+            raise KernelError(f"sysctl {key} = {value!r} refused in {scope_label(scope)}: {err.strerror}") from None
 
 
 # -- executing actions ---------------------------------------------------------------------

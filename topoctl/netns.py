@@ -61,7 +61,8 @@ def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
     if name is None:
         return fn()
     result: list = []
-    failure: list[BaseException] = []
+    failure: list[BaseException] = []  # entering or leaving the namespace went wrong
+    raised: list[BaseException] = []  # fn itself raised: handed over as it is
 
     def worker() -> None:
         try:
@@ -75,13 +76,15 @@ def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
                 _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
                 try:
                     result.append(fn())
+                except BaseException as exc:
+                    raised.append(exc)
                 finally:
                     # Go back before the thread ends, so nothing leaks into a reused thread.
                     _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
             finally:
                 os.close(target)
                 os.close(own)
-        except BaseException as exc:  # handed over to the caller's thread
+        except BaseException as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=worker, name=f"netns-{name}", daemon=True)
@@ -89,6 +92,8 @@ def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
     thread.join()
     if failure:
         raise _translate(failure[0], name)
+    if raised:
+        raise raised[0]
     return result[0]
 
 
