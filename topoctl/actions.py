@@ -61,14 +61,8 @@ class Action:
         return None
 
 
-# -- deletions -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DeleteRoute(Action):
+class _OnRoute:
     route: RouteEntry
-    phase = 1
-    verb = DELETE
-    noun = "route"
 
     @property
     def scope(self) -> Scope:
@@ -80,16 +74,9 @@ class DeleteRoute(Action):
     def details(self) -> dict:
         return {"to": self.route.dst, "via": self.route.via, "dev": self.route.dev, "metric": self.route.metric}
 
-    def inverse(self) -> Action:
-        return AddRoute(self.route)
 
-
-@dataclass(frozen=True)
-class DeleteAddress(Action):
+class _OnAddress:
     address: Address
-    phase = 2
-    verb = DELETE
-    noun = "address"
 
     @property
     def scope(self) -> Scope:
@@ -101,17 +88,9 @@ class DeleteAddress(Action):
     def details(self) -> dict:
         return {"link": self.address.link, "address": self.address.interface}
 
-    def inverse(self) -> Action:
-        return AddAddress(self.address)
 
-
-@dataclass(frozen=True)
-class DeleteLink(Action):
+class _OnLink:
     link: Link
-    reason: str = ""  # set when the link is deleted to be created again (-/+)
-    phase = 3
-    verb = DELETE
-    noun = "link"
 
     @property
     def scope(self) -> Scope:
@@ -119,6 +98,50 @@ class DeleteLink(Action):
 
     def subject(self) -> str:
         return f"{self.link.kind} {self.link.name} in {scope_label(self.scope)}"
+
+
+class _OnNetns:
+    netns: Netns
+
+    @property
+    def scope(self) -> Scope:
+        return self.netns.name
+
+    def subject(self) -> str:
+        return f"namespace {self.netns.name}"
+
+
+# -- deletions -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeleteRoute(_OnRoute, Action):
+    route: RouteEntry
+    phase = 1
+    verb = DELETE
+    noun = "route"
+
+    def inverse(self) -> Action:
+        return AddRoute(self.route)
+
+
+@dataclass(frozen=True)
+class DeleteAddress(_OnAddress, Action):
+    address: Address
+    phase = 2
+    verb = DELETE
+    noun = "address"
+
+    def inverse(self) -> Action:
+        return AddAddress(self.address)
+
+
+@dataclass(frozen=True)
+class DeleteLink(_OnLink, Action):
+    link: Link
+    reason: str = ""  # set when the link is deleted to be created again (-/+)
+    phase = 3
+    verb = DELETE
+    noun = "link"
 
     def details(self) -> dict:
         out = {"name": self.link.name, "kind": self.link.kind}
@@ -128,18 +151,11 @@ class DeleteLink(Action):
 
 
 @dataclass(frozen=True)
-class DeleteNamespace(Action):
+class DeleteNamespace(_OnNetns, Action):
     netns: Netns
     phase = 4
     verb = DELETE
     noun = "namespace"
-
-    @property
-    def scope(self) -> Scope:
-        return self.netns.name
-
-    def subject(self) -> str:
-        return f"namespace {self.netns.name}"
 
     def details(self) -> dict:
         return {"name": self.netns.name, "role": self.netns.role}
@@ -148,20 +164,13 @@ class DeleteNamespace(Action):
 # -- creations and changes -------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class CreateNamespace(Action):
+class CreateNamespace(_OnNetns, Action):
     """A new namespace, its ownership record, and its loopback up."""
 
     netns: Netns
     phase = 10
     verb = CREATE
     noun = "namespace"
-
-    @property
-    def scope(self) -> Scope:
-        return self.netns.name
-
-    def subject(self) -> str:
-        return f"namespace {self.netns.name}"
 
     def details(self) -> dict:
         return {"name": self.netns.name, "role": self.netns.role, "host": self.netns.host}
@@ -182,16 +191,12 @@ def _link_details(link: Link) -> dict:
 
 
 @dataclass(frozen=True)
-class CreateBridge(Action):
+class CreateBridge(_OnLink, Action):
     link: Link
     reason: str = ""
     phase = 11
     verb = CREATE
     noun = "link"
-
-    @property
-    def scope(self) -> Scope:
-        return self.link.scope
 
     def subject(self) -> str:
         return f"bridge {self.link.name} in {scope_label(self.scope)}"
@@ -244,7 +249,7 @@ class CreateVeth(Action):
 
 
 @dataclass(frozen=True)
-class SetLink(Action):
+class SetLink(_OnLink, Action):
     """Change attributes of an existing link in place."""
 
     link: Link  # the desired link
@@ -252,13 +257,6 @@ class SetLink(Action):
     phase = 13
     verb = CHANGE
     noun = "link"
-
-    @property
-    def scope(self) -> Scope:
-        return self.link.scope
-
-    def subject(self) -> str:
-        return f"{self.link.kind} {self.link.name} in {scope_label(self.scope)}"
 
     def details(self) -> dict:
         return {"name": self.link.name,
@@ -298,28 +296,18 @@ class SetSysctl(Action):
 
 
 @dataclass(frozen=True)
-class AddAddress(Action):
+class AddAddress(_OnAddress, Action):
     address: Address
     phase = 15
     verb = CREATE
     noun = "address"
-
-    @property
-    def scope(self) -> Scope:
-        return self.address.scope
-
-    def subject(self) -> str:
-        return f"address {self.address.interface} on {self.address.link} in {scope_label(self.scope)}"
-
-    def details(self) -> dict:
-        return {"link": self.address.link, "address": self.address.interface}
 
     def inverse(self) -> Action:
         return DeleteAddress(self.address)
 
 
 @dataclass(frozen=True)
-class AddRoute(Action):
+class AddRoute(_OnRoute, Action):
     """A route to add. `replace`: it may or may not survive this plan's address deletions (the
     kernel drops routes whose gateway loses its subnet), so it is written with replace."""
 
@@ -328,16 +316,6 @@ class AddRoute(Action):
     phase = 16
     verb = CREATE
     noun = "route"
-
-    @property
-    def scope(self) -> Scope:
-        return self.route.scope
-
-    def subject(self) -> str:
-        return f"route {route_label(self.route)} in {scope_label(self.scope)}"
-
-    def details(self) -> dict:
-        return {"to": self.route.dst, "via": self.route.via, "dev": self.route.dev, "metric": self.route.metric}
 
     def inverse(self) -> Action:
         return DeleteRoute(self.route)

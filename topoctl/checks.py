@@ -106,8 +106,8 @@ def _connected(topology: Topology, place: Place) -> list[tuple[str, IPInterface]
     for name, _, addresses in _interfaces_by_place(topology).get(place, []):
         found.extend((name, a) for a in addresses)
     if place.namespace is None:
-        host = next(h for h in topology.hosts if h.name == place.host)
-        if host.address is not None:
+        host = next((h for h in topology.hosts if h.name == place.host), None)
+        if host is not None and host.address is not None:
             found.append(("", host.address))  # the underlay interface, outside the topology
     return found
 

@@ -86,15 +86,10 @@ def _to_data(node: yaml.Node, path: tuple, marks: Marks, budget: _Budget, loader
             raise _Problem(node.start_mark, f"unsupported YAML tag {node.tag!r}")
         result: dict[str, Any] = {}
         first_seen: dict[str, yaml.Mark] = {}
-        merged: list[tuple[str, Any]] = []
+        merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
             if key_node.tag == _YAML + "merge":
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                for source in sources:
-                    data = _to_data(source, path, marks, budget, loader, depth + 1)
-                    if not isinstance(data, dict):
-                        raise _Problem(source.start_mark, "a merge key '<<' needs a mapping")
-                    merged.extend(data.items())
+                merges.extend(value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node])
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _SCALAR_TAGS:
                 raise _Problem(key_node.start_mark, "a mapping key must be a plain scalar")
@@ -105,8 +100,13 @@ def _to_data(node: yaml.Node, path: tuple, marks: Marks, budget: _Budget, loader
             first_seen[key] = key_node.start_mark
             marks.keys[path + (key,)] = _pos(key_node.start_mark)
             result[key] = _to_data(value_node, path + (key,), marks, budget, loader, depth + 1)
-        for key, value in merged:
-            result.setdefault(key, value)
+        # '<<' merges come after the explicit keys, so explicit keys keep their own places.
+        for source in merges:
+            data = _to_data(source, path, marks, budget, loader, depth + 1)
+            if not isinstance(data, dict):
+                raise _Problem(source.start_mark, "a merge key '<<' needs a mapping")
+            for key, value in data.items():
+                result.setdefault(key, value)
         return result
     raise _Problem(getattr(node, "start_mark", None), "unsupported YAML node")
 
@@ -114,27 +114,41 @@ def _to_data(node: yaml.Node, path: tuple, marks: Marks, budget: _Budget, loader
 def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     """Plain data and marks from YAML text; raises InvalidTopology on malformed input."""
     marks = Marks(values={}, keys={})
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader already rejects control characters here
         node = loader.get_single_node()
         if node is None:
             raise InvalidTopology([Diagnostic(file, 1, 1, "the file is empty", "start from topologies/docker0.yaml")])
         data = _to_data(node, (), marks, _Budget(), loader)
     except yaml.MarkedYAMLError as err:
-        line, col = _pos(err.problem_mark or err.context_mark)
+        mark = err.problem_mark or err.context_mark
+        if err.context_mark is not None and "end of stream" in (err.problem or ""):
+            mark = err.context_mark  # an unclosed quote or bracket: point at where it opens
+        line, col = _pos(mark)
         message = err.problem or err.context or "malformed YAML"
         if err.context and err.problem:
             message = f"{err.context}, {err.problem}"
-        raise InvalidTopology([Diagnostic(file, line, col, f"malformed YAML: {message}", "check indentation, colons and quotes")]) from None
+        raise InvalidTopology([Diagnostic(file, line, col, f"malformed YAML: {message}",
+                                          "check indentation, colons and quotes")]) from None
+    except yaml.reader.ReaderError as err:
+        before = text[: err.position]
+        line, col = before.count("\n") + 1, err.position - (before.rfind("\n") + 1) + 1
+        raise InvalidTopology([Diagnostic(file, line, col, f"malformed YAML: {err.reason} (character {err.character!r})",
+                                          "remove control characters from the file")]) from None
     except yaml.YAMLError as err:
         raise InvalidTopology([Diagnostic(file, 1, 1, f"malformed YAML: {err}")]) from None
     except _Problem as problem:
         line, col = _pos(problem.mark)
         raise InvalidTopology([Diagnostic(file, line, col, problem.message, problem.hint)]) from None
     except RecursionError:
-        raise InvalidTopology([Diagnostic(file, 1, 1, "document nested too deeply")]) from None
+        # PyYAML's composer recurses per level; where its reader stopped is where the nesting is.
+        line, col = _pos(loader.get_mark()) if loader is not None else (1, 1)
+        raise InvalidTopology([Diagnostic(file, line, col, "document nested too deeply",
+                                          f"topology files need no more than {MAX_DEPTH} levels")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, marks
 
 

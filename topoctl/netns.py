@@ -56,45 +56,51 @@ def list_netns() -> list[str]:
         return []
 
 
-def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
-    """Run fn in a thread that has entered namespace `name` (None: our own). Returns its result."""
-    if name is None:
-        return fn()
-    result: list = []
-    failure: list[BaseException] = []  # entering or leaving the namespace went wrong
-    raised: list[BaseException] = []  # fn itself raised: handed over as it is
+def _in_other_netns(enter: Callable[[], None], fn: Callable[[], T], label: str) -> T:
+    """Run fn in a short-lived thread that first calls enter() to switch its network namespace,
+    and switches back before it ends. Errors of enter() are translated; errors of fn() are
+    handed over as they are."""
+    outcome: dict = {}
 
     def worker() -> None:
         try:
             own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                os.close(own)
-                raise
-            try:
-                _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
+                enter()
                 try:
-                    result.append(fn())
+                    outcome["result"] = fn()
                 except BaseException as exc:
-                    raised.append(exc)
+                    outcome["raised"] = exc
                 finally:
-                    # Go back before the thread ends, so nothing leaks into a reused thread.
                     _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
             finally:
-                os.close(target)
                 os.close(own)
         except BaseException as exc:
-            failure.append(exc)
+            outcome["failure"] = exc
 
-    thread = threading.Thread(target=worker, name=f"netns-{name}", daemon=True)
+    thread = threading.Thread(target=worker, name=f"netns-{label}", daemon=True)
     thread.start()
     thread.join()
-    if failure:
-        raise _translate(failure[0], name)
-    if raised:
-        raise raised[0]
-    return result[0]
+    if "failure" in outcome:
+        raise _translate(outcome["failure"], label)
+    if "raised" in outcome:
+        raise outcome["raised"]
+    return outcome["result"]
+
+
+def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
+    """Run fn in a thread that has entered namespace `name` (None: our own). Returns its result."""
+    if name is None:
+        return fn()
+
+    def enter() -> None:
+        target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
+        finally:
+            os.close(target)
+
+    return _in_other_netns(enter, fn, name)
 
 
 def _translate(exc: BaseException, name: str) -> BaseException:
@@ -130,31 +136,16 @@ def create_netns(name: str) -> None:
         raise KernelError(f"network namespace {name} already exists") from None
     except OSError as exc:
         raise _translate(exc, name) from None
-    failure: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
-                try:
-                    _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), "mount", path)
-                finally:
-                    _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
-            finally:
-                os.close(own)
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=worker, name=f"netns-add-{name}", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
+    try:
+        _in_other_netns(lambda: _check(_libc.unshare(CLONE_NEWNET), "unshare", name),
+                        lambda: _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+                                       "mount", path), name)
+    except BaseException as exc:
         try:
             os.unlink(path)
         except OSError:
             pass
-        raise _translate(failure[0], name)
+        raise _translate(exc, name) if isinstance(exc, OSError) else exc from None
 
 
 def delete_netns(name: str) -> None:
