@@ -91,7 +91,8 @@ class Sandbox:
         return ns.run_command_in(where, list(command))
 
     def ping(self, where: str, address: str) -> bool:
-        return self.exec(where, "ping", "-c", "1", "-W", "2", "-q", address) == 0
+        # One reply within a deadline: the first packets may wait on neighbour discovery.
+        return self.exec(where, "ping", "-c", "1", "-w", "5", "-i", "0.2", "-q", address) == 0
 
     # -- what exists ---------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def test_routed_traffic_really_goes_through_the_router(sandbox_factory):
     box = sandbox_factory("routed.yaml")
     box.apply()
     assert box.ping(box.ns("blue-1"), "10.2.0.10")
-    box.run("exec", expect=None)  # exec without a target is a usage error, not a crash
+    assert box.run("exec", expect=2).returncode == 2  # exec without a target is a usage error, not a crash
     subprocess.run(["ip", "netns", "exec", box.ns("router"), "sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
     assert not box.ping(box.ns("blue-1"), "10.2.0.10")
     assert box.plan_exit() == 2  # the sysctl drift is seen
