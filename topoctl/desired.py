@@ -35,12 +35,12 @@ def _endpoint_link(topology: Topology, realisation: Realisation, end: Endpoint, 
     )
 
 
-def _resolve_dev(route: Route, scope: Scope, state: State) -> str | None:
+def _resolve_dev(route: Route, scope: Scope, addresses_by_scope: dict[Scope, list[Address]]) -> str | None:
     """The interface a gateway is reached through, from the scope's own addresses."""
     if route.dev is not None or route.via is None:
         return route.dev
-    for address in sorted(state.addresses, key=lambda a: a.link):
-        if address.scope == scope and route.via in address.interface.network:
+    for address in addresses_by_scope.get(scope, ()):
+        if route.via in address.interface.network:
             return address.link
     return None  # reached through an interface the topology does not manage (the underlay)
 
@@ -81,10 +81,14 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
             state.add_link(link)
             state.addresses.update(Address(link.scope, link.name, a) for a in end.addresses)
 
+    addresses_by_scope: dict[Scope, list[Address]] = {}
+    for address in sorted(state.addresses, key=lambda a: (a.link, a.interface.version, a.interface)):
+        addresses_by_scope.setdefault(address.scope, []).append(address)
+
     def add_route(scope: Scope, route: Route) -> None:
         metric = route.metric if route.metric is not None else route_family_default_metric(route.to)
-        state.add_route(RouteEntry(scope=scope, dst=route.to, via=route.via, dev=_resolve_dev(route, scope, state),
-                                   metric=metric, owner=owner))
+        dev = _resolve_dev(route, scope, addresses_by_scope)
+        state.add_route(RouteEntry(scope=scope, dst=route.to, via=route.via, dev=dev, metric=metric, owner=owner))
 
     for ns in topology.namespaces:
         if ns.host in selected:

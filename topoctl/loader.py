@@ -111,6 +111,28 @@ def _to_data(node: yaml.Node, path: tuple, marks: Marks, budget: _Budget, loader
     raise _Problem(getattr(node, "start_mark", None), "unsupported YAML node")
 
 
+def _unclosed_bracket(text: str) -> tuple[int, int] | None:
+    """The line and column of the last '[' or '{' never closed, outside quotes and comments."""
+    stack: list[tuple[int, int]] = []
+    quote = ""
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        previous = " "
+        for col_no, char in enumerate(line, start=1):
+            if quote:
+                if char == quote:
+                    quote = ""
+            elif char in "\"'" and previous in " [{,:":
+                quote = char
+            elif char == "#" and previous.isspace():
+                break
+            elif char in "[{":
+                stack.append((line_no, col_no))
+            elif char in "]}" and stack:
+                stack.pop()
+            previous = char
+    return stack[-1] if stack else None
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     """Plain data and marks from YAML text; raises InvalidTopology on malformed input."""
     marks = Marks(values={}, keys={})
@@ -122,10 +144,13 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
             raise InvalidTopology([Diagnostic(file, 1, 1, "the file is empty", "start from topologies/docker0.yaml")])
         data = _to_data(node, (), marks, _Budget(), loader)
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        if err.context_mark is not None and "end of stream" in (err.problem or ""):
-            mark = err.context_mark  # an unclosed quote or bracket: point at where it opens
-        line, col = _pos(mark)
+        line, col = _pos(err.problem_mark or err.context_mark)
+        if "end of stream" in (err.problem or "") or "<stream end>" in (err.problem or ""):
+            # Something was left open: point at where it opens, not at the end of the file.
+            if err.context_mark is not None and "quoted scalar" in (err.context or ""):
+                line, col = _pos(err.context_mark)
+            else:
+                line, col = _unclosed_bracket(text) or (line, col)
         message = err.problem or err.context or "malformed YAML"
         if err.context and err.problem:
             message = f"{err.context}, {err.problem}"

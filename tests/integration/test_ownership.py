@@ -99,28 +99,33 @@ def test_a_namespace_re_made_by_someone_else_is_not_ours(sandbox_factory):
         ip("netns", "del", name, check=False)
 
 
-INVALID = """apiVersion: topoctl/v1
-kind: Topology
-name: NAME
-namespaces:
-  a: {}
-links:
-  - type: veth
-    endpoints:
-      - {namespace: a, name: eth0, addresses: [10.0.0.1/24]}
-      - {namespace: nowhere, name: eth0}
-"""
+HEAD = "apiVersion: topoctl/v1\nkind: Topology\nname: bad-input\n"
+# (body after the 3-line head, the place of the one problem, words of its message)
+BAD_INPUTS = {
+    "unknown namespace": ("namespaces:\n  a: {}\nlinks:\n  - type: veth\n    endpoints:\n"
+                          "      - {namespace: a, name: eth0}\n      - {namespace: nowhere, name: eth0}\n",
+                          "10:21", "unknown namespace 'nowhere'"),
+    "malformed yaml": ("namespaces:\n  a: {\n", "5:6", "malformed YAML"),
+    "unknown key": ("namespaces:\n  a: {rootes: []}\n", "5:7", "unknown key 'rootes'"),
+    "bad cidr": ("bridges:\n  br0: {addresses: [10.0.0.300/24]}\n", "5:21", "not a valid address"),
+    "gateway off-link": ("namespaces:\n  a: {routes: [{to: default, via: 10.9.9.9}]}\n", "5:35",
+                         "gateway 10.9.9.9 is not on any connected subnet"),
+    "name too long": ("bridges:\n  a-very-long-bridge: {}\n", "5:3", "an interface name is 1 to 15 bytes"),
+    "python tag": ("namespaces: !!python/object:os.system {}\n", "4:13", "unsupported YAML tag"),
+}
 
 
 @pytest.mark.parametrize("command", ["plan", "apply", "destroy", "show"])
-def test_invalid_input_exits_2_with_a_location_and_changes_nothing(tmp_path, command):
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_invalid_input_exits_2_with_a_location_and_changes_nothing(tmp_path, command, case):
+    body, place, words = BAD_INPUTS[case]
     path = tmp_path / "bad.yaml"
-    path.write_text(INVALID.replace("NAME", "bad-input"))
+    path.write_text(HEAD + body)
     before = netns_names()
     result = subprocess.run([sys.executable, "-m", "topoctl", command, "--emulate", str(path)],
                             capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2
-    assert f"{path}:10:21: error: unknown namespace 'nowhere'" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert f"{path}:{place}: error:" in result.stderr and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert netns_names() == before
 
