@@ -202,7 +202,10 @@ class CreateBridge(_OnLink, Action):
         return f"bridge {self.link.name} in {scope_label(self.scope)}"
 
     def details(self) -> dict:
-        return _link_details(self.link)
+        out = _link_details(self.link)
+        if self.reason:
+            out["replace_reason"] = self.reason
+        return out
 
     def inverse(self) -> Action:
         return DeleteLink(self.link)

@@ -72,13 +72,13 @@ def _rollback(kernel: Kernel, done: list[Action], topology: str) -> tuple[int, t
     for action in reversed(done):
         inverse = action.inverse()
         if inverse is None:
-            errors.append(f"cannot undo: {action.verb} {action.subject()}")
+            errors.append(f"{action.verb} {action.subject()} (not reversible)")
             continue
         try:
             execute(kernel, inverse, topology)
             undone += 1
         except TopoctlError as err:
-            errors.append(f"undo {action.verb} {action.subject()}: {err.message}")
+            errors.append(f"{action.verb} {action.subject()} ({err.message})")
     return undone, tuple(errors)
 
 
@@ -117,7 +117,7 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
             undone, errors = _rollback(kernel, done, context.topology.name)
             hint = f"rolled back {undone} of {len(done)} earlier changes"
             if errors:
-                hint += "; could not undo: " + "; ".join(errors)
+                hint += "; not undone: " + "; ".join(errors)
             raise ApplyFailed(f"step {number} of {total} failed: {reason}", hint,
                               rolled_back=undone, rollback_errors=errors) from None
         done.append(action)

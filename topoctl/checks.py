@@ -6,21 +6,22 @@ place it at a line of the file. No check stops the others.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from typing import Callable
 
 from .model import IPInterface, Place, Route, Topology, place_of
+from .state import route_family_default_metric
 
 Report = Callable[..., None]
 
 
 def check_topology(topology: Topology, report: Report) -> None:
+    interfaces = _interfaces_by_place(topology)
     _check_reserved_names(topology, report)
     _check_endpoints(topology, report)
-    _check_interface_names(topology, report)
-    _check_addresses(topology, report)
-    _check_routes(topology, report)
+    _check_interface_names(interfaces, report)
+    _check_addresses(topology, interfaces, report)
+    _check_routes(topology, interfaces, report)
 
 
 def _check_reserved_names(topology: Topology, report: Report) -> None:
@@ -54,6 +55,11 @@ def _check_endpoints(topology: Topology, report: Report) -> None:
                            f"put the address on the bridge {end.bridge!r} instead")
             if end.host is not None and end.host not in topology.host_names():
                 report(end.origin + ("host",), f"unknown host {end.host!r}", f"hosts are: {', '.join(topology.host_names())}")
+        places = [place_of(topology, end) for end in (link.a, link.b)]
+        if all(places) and places[0].host != places[1].host:
+            report(link.origin, f"veth {link.a.name!r} - {link.b.name!r} joins hosts {places[0].host!r} and "
+                   f"{places[1].host!r}; a veth cannot leave its machine",
+                   "join hosts with an overlay or underlay routes; a veth stays on one host")
 
 
 def _interfaces_by_place(topology: Topology) -> dict[Place, list[tuple[str, tuple, tuple[IPInterface, ...]]]]:
@@ -73,8 +79,8 @@ def _where(place: Place) -> str:
     return f"namespace {place.namespace!r}" if place.namespace else f"host {place.host!r}"
 
 
-def _check_interface_names(topology: Topology, report: Report) -> None:
-    for place, interfaces in _interfaces_by_place(topology).items():
+def _check_interface_names(by_place: dict, report: Report) -> None:
+    for place, interfaces in by_place.items():
         seen: dict[str, tuple] = {}
         for name, origin, _ in interfaces:
             if name == "lo":
@@ -86,9 +92,9 @@ def _check_interface_names(topology: Topology, report: Report) -> None:
                 seen[name] = origin
 
 
-def _check_addresses(topology: Topology, report: Report) -> None:
+def _check_addresses(topology: Topology, by_place: dict, report: Report) -> None:
     seen: dict = {}
-    for place, interfaces in _interfaces_by_place(topology).items():
+    for place, interfaces in by_place.items():
         for name, origin, addresses in interfaces:
             base = origin[:-1] if origin and origin[-1] == "name" else origin
             for i, address in enumerate(addresses):
@@ -99,21 +105,26 @@ def _check_addresses(topology: Topology, report: Report) -> None:
     for host in topology.hosts:
         if host.address is not None and host.address.ip in seen:
             report(host.origin + ("address",), f"address {host.address.ip} is used twice (also on {seen[host.address.ip]})")
+        elif host.address is not None:
+            seen[host.address.ip] = f"the underlay of host {host.name!r}"
 
 
-def _connected(topology: Topology, place: Place) -> list[tuple[str, IPInterface]]:
+UNDERLAY = ""  # the name of a host's underlay interface: not known to the topology
+
+
+def _connected(topology: Topology, by_place: dict, place: Place) -> list[tuple[str, IPInterface]]:
     found = []
-    for name, _, addresses in _interfaces_by_place(topology).get(place, []):
+    for name, _, addresses in by_place.get(place, []):
         found.extend((name, a) for a in addresses)
     if place.namespace is None:
-        host = next((h for h in topology.hosts if h.name == place.host), None)
+        host = topology.host(place.host)
         if host is not None and host.address is not None:
-            found.append(("", host.address))  # the underlay interface, outside the topology
+            found.append((UNDERLAY, host.address))
     return found
 
 
-def _check_route(topology: Topology, place: Place, route: Route, report: Report) -> None:
-    names = {name for name, _, _ in _interfaces_by_place(topology).get(place, [])}
+def _check_route(topology: Topology, by_place: dict, place: Place, route: Route, report: Report) -> None:
+    names = {name for name, _, _ in by_place.get(place, [])}
     # In a host's own namespace a route may leave through an interface the topology does not
     # create (the underlay eth0); inside a container every interface is the topology's.
     if route.dev is not None and route.dev not in names and place.namespace is not None:
@@ -121,8 +132,11 @@ def _check_route(topology: Topology, place: Place, route: Route, report: Report)
         return
     if route.via is None:
         return
-    connected = _connected(topology, place)
-    on_link = [(name, a) for name, a in connected if route.via in a.network and (route.dev is None or name == route.dev)]
+    if route.via.version == 6 and route.via.is_link_local:
+        return  # a link-local gateway is on every link; 'dev' says which (checked above)
+    connected = _connected(topology, by_place, place)
+    on_link = [(name, a) for name, a in connected
+               if route.via in a.network and (route.dev is None or name in (route.dev, UNDERLAY))]
     if not on_link:
         subnets = ", ".join(sorted({str(a.network) for _, a in connected})) or "none"
         report(route.origin + ("via",), f"gateway {route.via} is not on any connected subnet of {_where(place)}",
@@ -131,19 +145,19 @@ def _check_route(topology: Topology, place: Place, route: Route, report: Report)
         report(route.origin + ("via",), f"gateway {route.via} is an address of {_where(place)} itself")
 
 
-def _check_routes(topology: Topology, report: Report) -> None:
-    by_place: dict[Place, list[Route]] = defaultdict(list)
+def _check_routes(topology: Topology, by_place: dict, report: Report) -> None:
+    routes_by_place: dict[Place, list[Route]] = defaultdict(list)
     for ns in topology.namespaces:
-        by_place[Place(ns.host, ns.name)].extend(ns.routes)
+        routes_by_place[Place(ns.host, ns.name)].extend(ns.routes)
     for host_route in topology.routes:
-        by_place[Place(host_route.host, None)].append(host_route.route)
-    for place, routes in by_place.items():
+        routes_by_place[Place(host_route.host, None)].append(host_route.route)
+    for place, routes in routes_by_place.items():
         seen: set[tuple] = set()
         for route in routes:
-            key = (route.to, route.metric)
+            key = (route.to, route.metric if route.metric is not None else route_family_default_metric(route.to))
             if key in seen:
-                report(route.origin + ("to",), f"route to {route.to} is given twice in {_where(place)}")
+                report(route.origin + ("to",), f"route to {route.to} (metric {key[1]}) is given twice in {_where(place)}")
             seen.add(key)
-            if place.namespace is None and route.dev is None and route.via is not None and isinstance(route.via, ipaddress.IPv6Address) and route.via.is_link_local:
-                report(route.origin + ("via",), "a link-local gateway needs 'dev'")
-            _check_route(topology, place, route, report)
+            if route.dev is None and route.via is not None and route.via.version == 6 and route.via.is_link_local:
+                report(route.origin + ("via",), f"a link-local gateway ({route.via}) needs 'dev'")
+            _check_route(topology, by_place, place, route, report)

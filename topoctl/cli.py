@@ -224,13 +224,13 @@ def show(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
 def exec_(file: str = FileArg,
           target: str = typer.Argument(..., metavar="NAMESPACE", help="A namespace of the file, or a host name."),
           command: List[str] = typer.Argument(..., metavar="-- CMD...", help="The command to run there."),
-          emulate: bool = EmulateOpt) -> None:
+          host: Optional[str] = HostOpt, emulate: bool = EmulateOpt) -> None:
     """Run CMD inside one of the topology's namespaces (or a host's). Exits with CMD's code."""
     from .errors import UsageError
     from .netns import run_command_in as run_in
 
     def body() -> int:
-        context = _context(file, None, emulate)
+        context = _context(file, host, emulate)
         topology = context.topology
         if topology.namespace(target) is not None:
             scope = target

@@ -32,7 +32,7 @@ from .actions import (
     SetSysctl,
 )
 from .errors import KernelError, PermissionDenied
-from .state import Address, Link, RouteEntry, Scope, owner_alias, scope_label
+from .state import Address, Link, RouteEntry, Scope, owner_alias, route_record_key, scope_label
 
 NETLINK_ROUTE = 0
 IFA_F_NODAD = 0x02
@@ -213,10 +213,6 @@ def _route_request(kernel: Kernel, route: RouteEntry, verb: str) -> None:
     kernel.rtnl(route.scope).route(verb, **attrs)
     if route.scope is None:
         ns.record_root_route(route.owner or "", route_record_key(route), present=verb != "del")
-
-
-def route_record_key(route: RouteEntry) -> str:
-    return f"{route.table} {route.dst} {route.metric}"
 
 
 _EXECUTORS: dict[type, Callable[[Kernel, Action, str], None]] = {

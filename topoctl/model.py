@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -110,11 +111,27 @@ class Topology:
     def host_names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hosts)
 
+    def host(self, name: str) -> Host | None:
+        return self._hosts_by_name.get(name)
+
     def bridge(self, name: str) -> Bridge | None:
-        return next((b for b in self.bridges if b.name == name), None)
+        return self._bridges_by_name.get(name)
 
     def namespace(self, name: str) -> Namespace | None:
-        return next((n for n in self.namespaces if n.name == name), None)
+        return self._namespaces_by_name.get(name)
+
+    # Indexes, built on first use: lookups by name happen per link and per route.
+    @cached_property
+    def _hosts_by_name(self) -> dict[str, Host]:
+        return {h.name: h for h in self.hosts}
+
+    @cached_property
+    def _bridges_by_name(self) -> dict[str, Bridge]:
+        return {b.name: b for b in reversed(self.bridges)}
+
+    @cached_property
+    def _namespaces_by_name(self) -> dict[str, Namespace]:
+        return {n.name: n for n in reversed(self.namespaces)}
 
 
 def canonical_mac(text: str) -> str:

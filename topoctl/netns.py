@@ -109,7 +109,8 @@ def _translate(exc: BaseException, name: str) -> BaseException:
             return PermissionDenied(f"not allowed to enter network namespace {name}: {exc.strerror}",
                                     "run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN are needed)")
         if exc.errno == errno.ENOENT:
-            return KernelError(f"network namespace {name} does not exist", "it was deleted while topoctl ran")
+            return KernelError(f"network namespace {name} does not exist",
+                               "run plan to see what is missing; apply creates it")
     return exc
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from . import netns as ns
-from .kernel import Kernel, route_record_key
+from .kernel import Kernel
 from .state import (
     MAIN_TABLE,
     Address,
@@ -22,6 +22,7 @@ from .state import (
     Scope,
     State,
     owner_from_alias,
+    route_record_key,
 )
 
 IFF_UP = 0x1

@@ -256,7 +256,7 @@ class _Planner:
             elif have.owner != self.topology:
                 self.conflicts.append(f"route {want.dst} in {scope_label(want.scope)} already exists and is not owned "
                                       f"by topology {self.topology!r}")
-            elif not want.same_path(have):
+            elif not want.satisfied_by(have):
                 self.actions.append(ReplaceRoute(have, want))
         for key, have in sorted(self.live.routes.items(), key=lambda kv: _route_key(kv[1])):
             if (have.owner == self.topology and key not in self.desired.routes and have.scope not in self.gone_scopes

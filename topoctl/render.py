@@ -14,10 +14,9 @@ import jinja2
 from . import __version__
 from .actions import Plan
 from .applier import Context
-from .kernel import route_record_key
 from .netns import NETNS_RUN_DIR, STATE_DIR, route_record_name, routes_record_dir
 from .planner import plan
-from .state import ROUTE_PROTO, State, owner_alias
+from .state import ROUTE_PROTO, State, owner_alias, route_record_key
 
 FLAVORS = ("ip", "brctl")
 

@@ -93,9 +93,16 @@ class RouteEntry:
     def key(self) -> tuple:
         return (self.scope, self.table, self.dst, self.metric)
 
-    def same_path(self, other: "RouteEntry") -> bool:
-        """Equal where `ip route replace` would change something (owner aside)."""
-        return (self.via, self.dev, self.proto) == (other.via, other.dev, other.proto)
+    def satisfied_by(self, live: "RouteEntry") -> bool:
+        """Whether a live route already is this desired one. A desired route without a device
+        (its gateway is reached through an interface the topology does not manage) accepts
+        whichever device the kernel chose."""
+        return (self.via, self.proto) == (live.via, live.proto) and self.dev in (None, live.dev)
+
+
+def route_record_key(route: RouteEntry) -> str:
+    """How a root-namespace route is named in topoctl's records (table, destination, metric)."""
+    return f"{route.table} {route.dst} {route.metric}"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Regenerate the golden files after an intended change with: UPDATE_GOLDEN=1 make 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -29,7 +30,7 @@ VARIANTS = {
 def render(name: str, teardown: bool, flavor: str, emulate: bool) -> str:
     relative = f"topologies/{name}.yaml"
     topology = load_file(ROOT / relative)
-    topology = type(topology)(**{**topology.__dict__, "source": relative})
+    topology = dataclasses.replace(topology, source=relative)
     context = Context(topology, realise(topology, None, emulate))
     return (render_teardown if teardown else render_build)(context, flavor)
 
