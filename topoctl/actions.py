@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from .state import Address, Link, Netns, RouteEntry, Scope, scope_label, scope_sort
+from .state import Address, Fdb, Link, Neighbour, Netns, RouteEntry, Scope, scope_label, scope_sort
 
 CREATE, CHANGE, DELETE = "create", "change", "delete"
 
@@ -72,7 +72,10 @@ class _OnRoute:
         return f"route {route_label(self.route)} in {scope_label(self.scope)}"
 
     def details(self) -> dict:
-        return {"to": self.route.dst, "via": self.route.via, "dev": self.route.dev, "metric": self.route.metric}
+        out = {"to": self.route.dst, "via": self.route.via, "dev": self.route.dev, "metric": self.route.metric}
+        if self.route.onlink:
+            out["onlink"] = True
+        return out
 
 
 class _OnAddress:
@@ -257,7 +260,7 @@ class SetLink(_OnLink, Action):
 
     link: Link  # the desired link
     changes: tuple[Change, ...]
-    phase = 13
+    phase = 14
     verb = CHANGE
     noun = "link"
 
@@ -280,7 +283,7 @@ class SetSysctl(Action):
     key: str
     old: str | None
     new: str
-    phase = 14
+    phase = 15
     verb = CHANGE
     noun = "sysctl"
 
@@ -301,7 +304,7 @@ class SetSysctl(Action):
 @dataclass(frozen=True)
 class AddAddress(_OnAddress, Action):
     address: Address
-    phase = 15
+    phase = 16
     verb = CREATE
     noun = "address"
 
@@ -316,7 +319,7 @@ class AddRoute(_OnRoute, Action):
 
     route: RouteEntry
     replace: bool = False
-    phase = 16
+    phase = 18
     verb = CREATE
     noun = "route"
 
@@ -330,7 +333,7 @@ class ReplaceRoute(Action):
 
     old: RouteEntry
     new: RouteEntry
-    phase = 16
+    phase = 18
     verb = CHANGE
     noun = "route"
 
@@ -343,7 +346,7 @@ class ReplaceRoute(Action):
 
     def details(self) -> dict:
         changes = []
-        for attribute in ("via", "dev", "proto"):
+        for attribute in ("via", "dev", "proto", "onlink"):
             old, new = getattr(self.old, attribute), getattr(self.new, attribute)
             if old != new:
                 changes.append({"attribute": attribute, "old": _jsonable(old), "new": _jsonable(new)})
@@ -356,6 +359,121 @@ class ReplaceRoute(Action):
 
     def inverse(self) -> Action:
         return ReplaceRoute(self.new, self.old)
+
+
+# -- VXLAN: the device, and per remote host a neighbour and an FDB entry --------------------
+
+@dataclass(frozen=True)
+class CreateVxlan(_OnLink, Action):
+    """A VXLAN device (after the veths: its underlay interface may be one of them)."""
+
+    link: Link
+    reason: str = ""
+    phase = 13
+    verb = CREATE
+    noun = "link"
+
+    def details(self) -> dict:
+        out = _link_details(self.link)
+        vx = self.link.vxlan
+        out.update({"vni": vx.vni, "port": vx.port, "local": vx.local, "learning": vx.learning,
+                    "underlay": vx.underlay})
+        if self.reason:
+            out["replace_reason"] = self.reason
+        return out
+
+    def inverse(self) -> Action:
+        return DeleteLink(self.link)
+
+
+class _OnNeighbour:
+    neighbour: Neighbour
+
+    @property
+    def scope(self) -> Scope:
+        return self.neighbour.scope
+
+    def subject(self) -> str:
+        n = self.neighbour
+        return f"neighbour {n.ip} on {n.dev} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"dev": self.neighbour.dev, "ip": self.neighbour.ip, "mac": self.neighbour.mac}
+
+
+class _OnFdb:
+    fdb: Fdb
+
+    @property
+    def scope(self) -> Scope:
+        return self.fdb.scope
+
+    def subject(self) -> str:
+        return f"fdb {self.fdb.mac} dst {self.fdb.dst} on {self.fdb.dev} in {scope_label(self.scope)}"
+
+    def details(self) -> dict:
+        return {"dev": self.fdb.dev, "mac": self.fdb.mac, "dst": self.fdb.dst}
+
+
+@dataclass(frozen=True)
+class DeleteNeighbour(_OnNeighbour, Action):
+    neighbour: Neighbour
+    phase = 1
+    verb = DELETE
+    noun = "neighbour"
+
+    def inverse(self) -> Action:
+        return AddNeighbour(self.neighbour)
+
+
+@dataclass(frozen=True)
+class DeleteFdb(_OnFdb, Action):
+    fdb: Fdb
+    phase = 1
+    verb = DELETE
+    noun = "fdb"
+
+    def inverse(self) -> Action:
+        return AddFdb(self.fdb)
+
+
+@dataclass(frozen=True)
+class AddNeighbour(_OnNeighbour, Action):
+    """`ip neigh replace ... nud permanent`: creates the entry, or corrects its MAC in place."""
+
+    neighbour: Neighbour
+    old_mac: str | None = None  # set when an entry for this address exists with another MAC
+    phase = 17
+    noun = "neighbour"
+
+    @property
+    def verb(self) -> str:  # type: ignore[override]
+        return CHANGE if self.old_mac else CREATE
+
+    def details(self) -> dict:
+        out = super().details()
+        if self.old_mac:
+            out["changes"] = [{"attribute": "mac", "old": self.old_mac, "new": self.neighbour.mac}]
+        return out
+
+    def inverse(self) -> Action:
+        if self.old_mac:
+            return AddNeighbour(Neighbour(self.neighbour.scope, self.neighbour.dev, self.neighbour.ip, self.old_mac),
+                                self.neighbour.mac)
+        return DeleteNeighbour(self.neighbour)
+
+
+@dataclass(frozen=True)
+class AddFdb(_OnFdb, Action):
+    """`bridge fdb append MAC dev VXLAN dst UNDERLAY`: frames for a remote VTEP go to its host."""
+
+    fdb: Fdb
+    phase = 17
+    verb = CREATE
+    noun = "fdb"
+
+    def inverse(self) -> Action:
+        return DeleteFdb(self.fdb)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from .model import (
     HostRoute,
     IPInterface,
     Namespace,
+    Overlay,
     Route,
     Topology,
     VethLink,
@@ -51,6 +52,23 @@ def _address(text: str, path: tuple, problems: _Problems):
         return ipaddress.ip_address(text)
     except ValueError:
         problems.add(path, f"{text!r} is not a valid IP address")
+        return None
+
+
+def _sysctls(data: dict) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, str(v)) for k, v in (data.get("sysctls") or {}).items()))
+
+
+def _network(text: str, path: tuple, problems: _Problems):
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            problems.add(path, f"{text!r} is not a valid subnet")
+            return None
+        problems.add(path, f"{text!r} has host bits set", f"did you mean {loose}?")
         return None
 
 
@@ -113,7 +131,12 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         host_data = host_data or {}
         path = ("hosts", host_name)
         address = _interface(host_data["address"], path + ("address",), problems) if "address" in host_data else None
-        hosts.append(Host(name=host_name, address=address, origin=path))
+        if "interface" in host_data:
+            _check_ifname(host_data["interface"], path + ("interface",), problems)
+        hosts.append(Host(
+            name=host_name, address=address, interface=host_data.get("interface"),
+            mtu=host_data.get("mtu", 1500), sysctls=_sysctls(host_data), origin=path,
+        ))
     if not hosts:
         hosts.append(Host(name=IMPLICIT_HOST, origin=()))
     host_names = tuple(h.name for h in hosts)
@@ -142,7 +165,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         path = ("namespaces", ns_name)
         routes = tuple(r for i, r_data in enumerate(ns_data.get("routes", []))
                        if (r := _route(r_data, path + ("routes", i), problems)) is not None)
-        sysctls = tuple(sorted((k, str(v)) for k, v in (ns_data.get("sysctls") or {}).items()))
+        sysctls = _sysctls(ns_data)
         namespaces.append(Namespace(
             name=ns_name,
             host=_host_of(ns_data, path, host_names, problems, f"namespace {ns_name}"),
@@ -179,9 +202,29 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         if route is not None:
             routes.append(HostRoute(host=host, route=route, origin=path))
 
+    overlays: list[Overlay] = []
+    for i, overlay_data in enumerate(data.get("overlays") or []):
+        path = ("overlays", i)
+        subnets = []
+        for host, text in overlay_data["subnets"].items():
+            network = _network(text, path + ("subnets", host), problems)
+            if network is not None:
+                subnets.append((host, network))
+        vni = overlay_data.get("vni", 1)
+        is_vxlan = overlay_data["type"] == "vxlan"
+        device = overlay_data.get("device", f"{overlay_data['name']}.{vni}") if is_vxlan else ""
+        if is_vxlan:
+            _check_ifname(device, path + (("device",) if "device" in overlay_data else ("name",)), problems)
+        else:
+            for key in ("vni", "port", "device"):
+                if key in overlay_data:
+                    problems.add(path + (key,), f"{key!r} belongs to a vxlan overlay, not host-gw", key=True)
+        overlays.append(Overlay(name=overlay_data["name"], type=overlay_data["type"], subnets=tuple(subnets),
+                                vni=vni, port=overlay_data.get("port", 8472), device=device, origin=path))
+
     topology = Topology(
         name=name, hosts=tuple(hosts), bridges=tuple(bridges), namespaces=tuple(namespaces),
-        links=tuple(links), routes=tuple(routes), source=file,
+        links=tuple(links), routes=tuple(routes), overlays=tuple(overlays), source=file,
     )
     from .checks import check_topology
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable
 
-from .model import IPInterface, Place, Route, Topology, place_of
+from .model import IPInterface, Place, Route, Topology, place_of, underlay_interface, vtep_address
+from .overlay_checks import check_overlays
 from .state import route_family_default_metric
 
 Report = Callable[..., None]
@@ -18,6 +19,7 @@ Report = Callable[..., None]
 def check_topology(topology: Topology, report: Report) -> None:
     interfaces = _interfaces_by_place(topology)
     _check_reserved_names(topology, report)
+    check_overlays(topology, interfaces, report)
     _check_endpoints(topology, report)
     _check_interface_names(interfaces, report)
     _check_addresses(topology, interfaces, report)
@@ -63,8 +65,18 @@ def _check_endpoints(topology: Topology, report: Report) -> None:
 
 
 def _interfaces_by_place(topology: Topology) -> dict[Place, list[tuple[str, tuple, tuple[IPInterface, ...]]]]:
-    """Every interface the topology creates, by place: (name, origin, addresses)."""
+    """Every interface of the topology, by place: (name, origin, addresses). The underlay
+    interface of a host with an address counts: it is there (or emulated) with that address."""
     found: dict[Place, list] = defaultdict(list)
+    for host in topology.hosts:
+        if host.address is not None:
+            name = underlay_interface(host, emulate=True)
+            found[Place(host.name, None)].append((name, host.origin + ("address",), (host.address,)))
+    for overlay in topology.overlays:
+        if overlay.type == "vxlan":
+            for host, subnet in overlay.subnets:
+                vtep = vtep_address(subnet)
+                found[Place(host, None)].append((overlay.device, overlay.origin + ("subnets", host), (vtep,)))
     for bridge in topology.bridges:
         found[Place(bridge.host, None)].append((bridge.name, bridge.origin, bridge.addresses))
     for link in topology.links:
@@ -102,25 +114,10 @@ def _check_addresses(topology: Topology, by_place: dict, report: Report) -> None
                     report(base + ("addresses", i), f"address {address.ip} is used twice (also on {seen[address.ip]})")
                 else:
                     seen[address.ip] = f"{name} in {_where(place)}"
-    for host in topology.hosts:
-        if host.address is not None and host.address.ip in seen:
-            report(host.origin + ("address",), f"address {host.address.ip} is used twice (also on {seen[host.address.ip]})")
-        elif host.address is not None:
-            seen[host.address.ip] = f"the underlay of host {host.name!r}"
 
 
-UNDERLAY = ""  # the name of a host's underlay interface: not known to the topology
-
-
-def _connected(topology: Topology, by_place: dict, place: Place) -> list[tuple[str, IPInterface]]:
-    found = []
-    for name, _, addresses in by_place.get(place, []):
-        found.extend((name, a) for a in addresses)
-    if place.namespace is None:
-        host = topology.host(place.host)
-        if host is not None and host.address is not None:
-            found.append((UNDERLAY, host.address))
-    return found
+def _connected(by_place: dict, place: Place) -> list[tuple[str, IPInterface]]:
+    return [(name, a) for name, _, addresses in by_place.get(place, []) for a in addresses]
 
 
 def _check_route(topology: Topology, by_place: dict, place: Place, route: Route, report: Report) -> None:
@@ -134,9 +131,8 @@ def _check_route(topology: Topology, by_place: dict, place: Place, route: Route,
         return
     if route.via.version == 6 and route.via.is_link_local:
         return  # a link-local gateway is on every link; 'dev' says which (checked above)
-    connected = _connected(topology, by_place, place)
-    on_link = [(name, a) for name, a in connected
-               if route.via in a.network and (route.dev is None or name in (route.dev, UNDERLAY))]
+    connected = _connected(by_place, place)
+    on_link = [(name, a) for name, a in connected if route.via in a.network and route.dev in (None, name)]
     if not on_link:
         subnets = ", ".join(sorted({str(a.network) for _, a in connected})) or "none"
         report(route.origin + ("via",), f"gateway {route.via} is not on any connected subnet of {_where(place)}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model import Endpoint, Place, Route, Topology, place_of
+from .overlay import add_overlays, add_underlay
 from .state import Address, Link, Netns, RouteEntry, Scope, State, route_family_default_metric
 
 LOOPBACK = "lo"
@@ -17,10 +18,20 @@ class Realisation:
     topology: str
     hosts: tuple[str, ...]
     emulate: bool
+    all_hosts: tuple[str, ...] = ()  # every host of the file; more than `hosts` when --host narrows
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.all_hosts) and set(self.hosts) != set(self.all_hosts)
 
     def host_scope(self, host: str) -> Scope:
         # Emulated, a host is a namespace of its own; for real, it is this machine's root namespace.
         return f"{self.topology}-{host}" if self.emulate else None
+
+    @property
+    def underlay_scope(self) -> str:
+        """Emulated only: the namespace that stands for the network between the hosts."""
+        return f"{self.topology}-underlay"
 
     def scope_of(self, place: Place) -> Scope:
         return place.namespace if place.namespace is not None else self.host_scope(place.host)
@@ -59,6 +70,11 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
     for host in topology.hosts:
         if host.name in selected:
             add_scope(realisation.host_scope(host.name), host.name, "host")
+            for key, value in host.sysctls:
+                state.sysctls[(realisation.host_scope(host.name), key)] = value
+    if realisation.emulate and any(h.address is not None for h in topology.hosts):
+        add_scope(realisation.underlay_scope, "", "underlay")
+        add_underlay(state, topology, realisation)
     for ns in topology.namespaces:
         if ns.host in selected:
             add_scope(ns.name, ns.host, "container")
@@ -97,4 +113,5 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
     for host_route in topology.routes:
         if host_route.host in selected:
             add_route(realisation.host_scope(host_route.host), host_route.route)
+    add_overlays(state, topology, realisation)
     return state

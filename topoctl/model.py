@@ -26,11 +26,24 @@ def _origin() -> Path:
     return field(default=(), compare=False, repr=False)
 
 
+DEFAULT_UNDERLAY_INTERFACE = "eth0"
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8, as flannel subtracts
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
-    address: IPInterface | None = None
+    address: IPInterface | None = None  # on the underlay
+    interface: str | None = None  # the underlay interface, when the file names it
+    mtu: int = DEFAULT_MTU  # of the underlay
+    sysctls: tuple[tuple[str, str], ...] = ()
     origin: Path = _origin()
+
+
+def underlay_interface(host: "Host", emulate: bool) -> str | None:
+    """The underlay interface: as named, else eth0 when emulated (topoctl makes it), else
+    unknown (the kernel picks it by route)."""
+    return host.interface or (DEFAULT_UNDERLAY_INTERFACE if emulate else None)
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,22 @@ class HostRoute:
 
 
 @dataclass(frozen=True)
+class Overlay:
+    """Joins each host's container subnet across hosts: VXLAN (as flannel) or host-gw routes."""
+
+    name: str
+    type: str  # vxlan | host-gw
+    subnets: tuple[tuple[str, IPNetwork], ...]  # (host, its container subnet)
+    vni: int = 1
+    port: int = 8472
+    device: str = ""  # the VXLAN device; "" for host-gw
+    origin: Path = _origin()
+
+    def subnet_of(self, host: str) -> IPNetwork | None:
+        return next((net for name, net in self.subnets if name == host), None)
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     hosts: tuple[Host, ...]
@@ -106,6 +135,7 @@ class Topology:
     namespaces: tuple[Namespace, ...] = ()
     links: tuple[VethLink, ...] = ()
     routes: tuple[HostRoute, ...] = ()
+    overlays: tuple[Overlay, ...] = ()
     source: str = field(default="<memory>", compare=False)
 
     def host_names(self) -> tuple[str, ...]:
@@ -166,3 +196,9 @@ def place_of(topology: Topology, end: Endpoint) -> Place | None:
     if len(topology.hosts) == 1:
         return Place(topology.hosts[0].name, None)
     return None
+
+
+def vtep_address(subnet: IPNetwork) -> IPInterface:
+    """The address a VXLAN device carries for its host's subnet: the subnet's first address as a
+    host route (/32 or /128), as flannel gives flannel.1 10.244.1.0/32."""
+    return ipaddress.ip_interface(f"{subnet.network_address}/{subnet.max_prefixlen}")

@@ -18,10 +18,15 @@ from .actions import (
     AddAddress,
     AddRoute,
     Change,
+    AddFdb,
+    AddNeighbour,
     CreateBridge,
     CreateNamespace,
     CreateVeth,
+    CreateVxlan,
     DeleteAddress,
+    DeleteFdb,
+    DeleteNeighbour,
     DeleteLink,
     DeleteNamespace,
     DeleteRoute,
@@ -46,6 +51,11 @@ def _link_changes(want: Link, have: Link) -> tuple[Change, ...]:
         changes.append(Change("master", have.master, want.master))
     if want.stp is not None and want.stp != have.stp:
         changes.append(Change("stp", have.stp, want.stp))
+    if want.vxlan is not None and have.vxlan is not None:
+        for attribute in ("local", "learning", "underlay"):
+            new, old = getattr(want.vxlan, attribute), getattr(have.vxlan, attribute)
+            if new is not None and new != old:
+                changes.append(Change(attribute, old, new))
     if want.up != have.up:
         changes.append(Change("up", have.up, want.up))
     return tuple(changes)
@@ -54,6 +64,11 @@ def _link_changes(want: Link, have: Link) -> tuple[Change, ...]:
 def _replace_reason(want: Link, have: Link) -> str:
     if want.kind != have.kind:
         return f"kind {have.kind} -> {want.kind}"
+    if want.vxlan is not None and have.vxlan is not None:
+        for attribute in want.vxlan.FIXED:
+            new, old = getattr(want.vxlan, attribute), getattr(have.vxlan, attribute)
+            if new != old:
+                return f"{attribute} {old} -> {new}"
     if want.kind == "veth" and want.peer != have.peer:
         old = f"{have.peer[1]} in {scope_label(have.peer[0])}" if have.peer else "none"
         new = f"{want.peer[1]} in {scope_label(want.peer[0])}"
@@ -140,7 +155,7 @@ class _Planner:
                 if have is not None and have.up != want.up:
                     self.actions.append(SetLink(want, (Change("up", have.up, want.up),)))
             elif want.kind != "veth":
-                self._bridge(want)
+                self._device(want)
         done: set[tuple[Scope, str]] = set()
         for key, want in ordered:
             if want.kind != "veth" or key in done:
@@ -162,7 +177,8 @@ class _Planner:
             return replace(have, master=None)
         return have
 
-    def _bridge(self, want: Link) -> None:
+    def _device(self, want: Link) -> None:
+        """A bridge or a VXLAN device: made in one step, changed in place where the kernel allows."""
         have, free = self._claim(want)
         if not free:
             return
@@ -174,7 +190,8 @@ class _Planner:
                     self.actions.append(SetLink(want, changes))
                 return
             self._delete_link(have, reason)
-        self.actions.append(CreateBridge(want, reason=_replace_reason(want, have) if have else ""))
+        create = CreateVxlan if want.kind == "vxlan" else CreateBridge
+        self.actions.append(create(want, reason=_replace_reason(want, have) if have else ""))
         self.fresh_links.add(want.key)
 
     def _veth(self, want: Link, peer_want: Link | None) -> None:
@@ -263,6 +280,36 @@ class _Planner:
                     and (have.scope, have.dev) not in self.gone_links):
                 self.actions.append(DeleteRoute(have))
 
+    def _owns_dev(self, scope: Scope, dev: str) -> bool:
+        link = self.live.links.get((scope, dev))
+        return link is not None and self.owns_link(link)
+
+    def _dev_goes(self, scope: Scope, dev: str) -> bool:
+        return scope in self.gone_scopes or (scope, dev) in self.gone_links
+
+    def neighbours(self) -> None:
+        live_by_ip = {(n.scope, n.dev, n.ip): n for n in self.live.neighbours}
+        for want in sorted(self.desired.neighbours, key=_neighbour_key):
+            have = None if self._is_new(want.scope, want.dev) else live_by_ip.get((want.scope, want.dev, want.ip))
+            if have is None:
+                self.actions.append(AddNeighbour(want))
+            elif have.mac != want.mac:
+                self.actions.append(AddNeighbour(want, old_mac=have.mac))
+        wanted = {(n.scope, n.dev, n.ip) for n in self.desired.neighbours}
+        for have in sorted(self.live.neighbours, key=_neighbour_key):
+            if ((have.scope, have.dev, have.ip) not in wanted and self._owns_dev(have.scope, have.dev)
+                    and not self._dev_goes(have.scope, have.dev)):
+                self.actions.append(DeleteNeighbour(have))
+
+    def fdb(self) -> None:
+        for want in sorted(self.desired.fdb, key=_fdb_key):
+            if self._is_new(want.scope, want.dev) or want not in self.live.fdb:
+                self.actions.append(AddFdb(want))
+        for have in sorted(self.live.fdb, key=_fdb_key):
+            if (have not in self.desired.fdb and self._owns_dev(have.scope, have.dev)
+                    and not self._dev_goes(have.scope, have.dev)):
+                self.actions.append(DeleteFdb(have))
+
     def sysctls(self) -> None:
         for (scope, key), value in sorted(self.desired.sysctls.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
             old = None if scope in self.fresh_scopes else self.live.sysctls.get((scope, key))
@@ -272,6 +319,14 @@ class _Planner:
 
 def _address_key(address: Address) -> tuple:
     return (address.scope or "", address.link, address.interface.version, address.interface)
+
+
+def _neighbour_key(n) -> tuple:
+    return (n.scope or "", n.dev, n.ip.version, n.ip)
+
+
+def _fdb_key(f) -> tuple:
+    return (f.scope or "", f.dev, f.mac, f.dst.version, f.dst)
 
 
 def _route_key(route) -> tuple:
@@ -285,6 +340,8 @@ def plan(desired: State, live: State, topology: str) -> Plan:
     planner.links()
     planner.addresses()
     planner.routes()
+    planner.neighbours()
+    planner.fdb()
     planner.sysctls()
     if planner.conflicts:
         raise OwnershipConflict(

@@ -51,6 +51,19 @@ class Netns:
 
 
 @dataclass(frozen=True)
+class Vxlan:
+    """What makes a VXLAN device. `vni` and `port` cannot change on a live device."""
+
+    vni: int
+    port: int
+    local: IPAddress | None = None
+    learning: bool = False
+    underlay: str | None = None  # the device VXLAN packets leave through
+
+    FIXED = ("vni", "port")  # the kernel refuses to change these in place
+
+
+@dataclass(frozen=True)
 class Link:
     """A network interface. `None` for mtu or mac means: not managed, any value will do."""
 
@@ -63,6 +76,7 @@ class Link:
     master: str | None = None
     peer: tuple[Scope, str] | None = None  # the other end of a veth
     stp: bool | None = None  # bridges only
+    vxlan: Vxlan | None = None  # VXLAN devices only
     owner: str | None = None
     index: int = field(default=0, compare=False)  # live ifindex; not part of the state
 
@@ -87,6 +101,7 @@ class RouteEntry:
     metric: int = 0
     table: int = MAIN_TABLE
     proto: int = ROUTE_PROTO
+    onlink: bool = False  # the gateway is on the device even though no address says so (VXLAN peers)
     owner: str | None = None
 
     @property
@@ -97,7 +112,8 @@ class RouteEntry:
         """Whether a live route already is this desired one. A desired route without a device
         (its gateway is reached through an interface the topology does not manage) accepts
         whichever device the kernel chose."""
-        return (self.via, self.proto) == (live.via, live.proto) and self.dev in (None, live.dev)
+        return ((self.via, self.proto, self.onlink) == (live.via, live.proto, live.onlink)
+                and self.dev in (None, live.dev))
 
 
 def route_record_key(route: RouteEntry) -> str:
@@ -106,10 +122,23 @@ def route_record_key(route: RouteEntry) -> str:
 
 
 @dataclass(frozen=True)
-class Sysctl:
+class Neighbour:
+    """A permanent neighbour entry: `ip` is reached at `mac` on `dev` (a remote VTEP)."""
+
     scope: Scope
-    key: str
-    value: str
+    dev: str
+    ip: IPAddress
+    mac: str
+
+
+@dataclass(frozen=True)
+class Fdb:
+    """A forwarding entry of a VXLAN device: frames for `mac` go to the underlay address `dst`."""
+
+    scope: Scope
+    dev: str
+    mac: str
+    dst: IPAddress
 
 
 @dataclass
@@ -121,6 +150,8 @@ class State:
     addresses: set[Address] = field(default_factory=set)
     routes: dict[tuple, RouteEntry] = field(default_factory=dict)
     sysctls: dict[tuple[Scope, str], str] = field(default_factory=dict)
+    neighbours: set[Neighbour] = field(default_factory=set)
+    fdb: set[Fdb] = field(default_factory=set)
     # The scopes this state speaks for: the planner only deletes what it saw in them.
     scopes: set[Scope] = field(default_factory=set)
 

@@ -1,0 +1,97 @@
+"""The desired state of what joins hosts: the emulated underlay, VXLAN (as flannel's vxlan
+backend does it) and host-gw overlays. Pure; called by desired.py."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from .model import VXLAN_OVERHEAD, Host, Overlay, Topology, underlay_interface, vtep_address
+from .state import Address, Fdb, Link, Neighbour, RouteEntry, State, Vxlan, route_family_default_metric
+
+if TYPE_CHECKING:
+    from .desired import Realisation
+
+UNDERLAY_BRIDGE = "br-underlay"
+
+
+def vtep_mac(topology: str, overlay: str, host: str) -> str:
+    """A host's VTEP MAC, derived from names only, so every host computes its peers' entries
+    without asking them. Locally administered, unicast."""
+    digest = bytearray(hashlib.sha256(f"topoctl/{topology}/{overlay}/{host}".encode()).digest()[:6])
+    digest[0] = (digest[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in digest)
+
+
+def underlay_port(host: str) -> str:
+    """The name of a host's cable end on the emulated underlay bridge (at most 15 bytes)."""
+    if len(host.encode()) <= 15:
+        return host
+    return "h-" + hashlib.sha256(host.encode()).hexdigest()[:12]
+
+
+def add_underlay(state: State, topology: Topology, realisation: "Realisation") -> None:
+    """Emulated hosts meet on a bridge in `<topology>-underlay`; each host's underlay interface
+    (eth0 unless the file says otherwise) is one end of a veth plugged into it."""
+    owner = topology.name
+    scope = realisation.underlay_scope
+    with_address = [h for h in topology.hosts if h.address is not None]
+    state.add_link(Link(scope=scope, name=UNDERLAY_BRIDGE, kind="bridge", up=True,
+                        mtu=max(h.mtu for h in with_address), stp=False, owner=owner))
+    for host in with_address:
+        if host.name not in realisation.hosts:
+            continue
+        host_scope = realisation.host_scope(host.name)
+        port = underlay_port(host.name)
+        interface = underlay_interface(host, emulate=True)
+        state.add_link(Link(scope=host_scope, name=interface, kind="veth", up=True, mtu=host.mtu,
+                            peer=(scope, port), owner=owner))
+        state.add_link(Link(scope=scope, name=port, kind="veth", up=True, mtu=host.mtu, master=UNDERLAY_BRIDGE,
+                            peer=(host_scope, interface), owner=owner))
+        state.addresses.add(Address(host_scope, interface, host.address))
+
+
+def _vxlan(state: State, topology: Topology, realisation: "Realisation", overlay: Overlay, host: Host,
+           members: list[tuple[Host, object]]) -> None:
+    scope = realisation.host_scope(host.name)
+    owner = topology.name
+    device = overlay.device
+    subnet = overlay.subnet_of(host.name)
+    state.add_link(Link(
+        scope=scope, name=device, kind="vxlan", up=True, mtu=host.mtu - VXLAN_OVERHEAD,
+        mac=vtep_mac(owner, overlay.name, host.name), owner=owner,
+        vxlan=Vxlan(vni=overlay.vni, port=overlay.port, local=host.address.ip, learning=False,
+                    underlay=underlay_interface(host, realisation.emulate)),
+    ))
+    state.addresses.add(Address(scope, device, vtep_address(subnet)))
+    for remote, remote_subnet in members:
+        if remote is host:
+            continue
+        remote_vtep = vtep_address(remote_subnet).ip
+        remote_mac = vtep_mac(owner, overlay.name, remote.name)
+        state.neighbours.add(Neighbour(scope, device, remote_vtep, remote_mac))
+        state.fdb.add(Fdb(scope, device, remote_mac, remote.address.ip))
+        state.add_route(RouteEntry(scope=scope, dst=remote_subnet, via=remote_vtep, dev=device, onlink=True,
+                                   metric=route_family_default_metric(remote_subnet), owner=owner))
+
+
+def _host_gw(state: State, topology: Topology, realisation: "Realisation", host: Host,
+             members: list[tuple[Host, object]]) -> None:
+    scope = realisation.host_scope(host.name)
+    for remote, remote_subnet in members:
+        if remote is not host:
+            state.add_route(RouteEntry(scope=scope, dst=remote_subnet, via=remote.address.ip,
+                                       dev=underlay_interface(host, realisation.emulate),
+                                       metric=route_family_default_metric(remote_subnet), owner=topology.name))
+
+
+def add_overlays(state: State, topology: Topology, realisation: "Realisation") -> None:
+    for overlay in topology.overlays:
+        members = [(topology.host(name), subnet) for name, subnet in overlay.subnets]
+        for host, _ in members:
+            if host.name not in realisation.hosts:
+                continue
+            if overlay.type == "vxlan":
+                _vxlan(state, topology, realisation, overlay, host, members)
+            else:
+                _host_gw(state, topology, realisation, host, members)

@@ -1,0 +1,81 @@
+"""Semantic checks of hosts and overlays: subnets, underlay addresses, VXLAN parameters."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .model import VXLAN_OVERHEAD, Place, Topology
+
+Report = Callable[..., None]
+
+
+def check_overlays(topology: Topology, by_place: dict, report: Report) -> None:
+    hosts = {h.name: h for h in topology.hosts}
+    names: set[str] = set()
+    claimed: list[tuple] = []  # (network, what, path) of every subnet and underlay seen so far
+    for host in topology.hosts:
+        if host.address is not None:
+            claimed.append((host.address.network, f"the underlay of host {host.name!r}", host.origin + ("address",)))
+    vxlan_ports: dict[tuple[int, int], str] = {}
+
+    for overlay in topology.overlays:
+        if overlay.name in names:
+            report(overlay.origin + ("name",), f"overlay name {overlay.name!r} is used twice")
+        names.add(overlay.name)
+        if overlay.type == "vxlan":
+            key = (overlay.vni, overlay.port)
+            if key in vxlan_ports:
+                report(overlay.origin + ("vni",), f"overlays {vxlan_ports[key]!r} and {overlay.name!r} both use "
+                       f"VNI {overlay.vni} on port {overlay.port}", "give each VXLAN overlay its own VNI")
+            vxlan_ports[key] = overlay.name
+        if len(overlay.subnets) < 2:
+            report(overlay.origin + ("subnets",), f"overlay {overlay.name!r} joins {len(overlay.subnets)} host(s); "
+                   "an overlay needs at least two")
+        for host_name, subnet in overlay.subnets:
+            path = overlay.origin + ("subnets", host_name)
+            host = hosts.get(host_name)
+            if host is None:
+                report(path, f"overlay {overlay.name!r}: unknown host {host_name!r}",
+                       f"hosts are: {', '.join(hosts)}", key=True)
+                continue
+            if host.address is None:
+                report(path, f"overlay {overlay.name!r}: host {host_name!r} has no underlay address",
+                       f"give it one: hosts: {{{host_name}: {{address: 10.168.0.2/24}}}}", key=True)
+            elif overlay.type == "vxlan" and host.mtu - VXLAN_OVERHEAD < 68:
+                report(host.origin + ("mtu",), f"underlay MTU {host.mtu} leaves {host.mtu - VXLAN_OVERHEAD} for VXLAN; "
+                       "the kernel needs at least 68")
+            for network, what, _ in claimed:
+                if subnet.version == network.version and subnet.overlaps(network):
+                    report(path, f"subnet {subnet} of host {host_name!r} overlaps {network} ({what})")
+            claimed.append((subnet, f"host {host_name!r} in overlay {overlay.name!r}", path))
+            _check_container_addresses(topology, by_place, overlay.name, host_name, subnet, report)
+        if overlay.type == "host-gw":
+            _check_shared_underlay(topology, overlay, report)
+
+
+def _check_container_addresses(topology: Topology, by_place: dict, overlay: str, host: str, subnet, report: Report) -> None:
+    """Containers of a host live in its subnet: that is what the other hosts route to it."""
+    for ns in topology.namespaces:
+        if ns.host != host:
+            continue
+        for name, origin, addresses in by_place.get(Place(host, ns.name), []):
+            base = origin[:-1] if origin and origin[-1] == "name" else origin
+            for i, address in enumerate(addresses):
+                if address.version == subnet.version and address.ip not in subnet:
+                    report(base + ("addresses", i), f"{address.ip} on {name} in namespace {ns.name!r} is outside "
+                           f"{subnet}, the subnet overlay {overlay!r} gives host {host!r}",
+                           "the other hosts route only that subnet to this host")
+
+
+def _check_shared_underlay(topology: Topology, overlay, report: Report) -> None:
+    """host-gw routes point at each remote host's underlay address: it must be on-link."""
+    members = [topology.host(name) for name, _ in overlay.subnets]
+    members = [h for h in members if h is not None and h.address is not None]
+    for host in members:
+        for other in members:
+            if other is not host and other.address.ip not in host.address.network:
+                report(overlay.origin + ("type",),
+                       f"host-gw overlay {overlay.name!r}: host {other.name!r} ({other.address.ip}) is not on the "
+                       f"underlay subnet of host {host.name!r} ({host.address.network})",
+                       "host-gw needs every host on one L2 underlay subnet; use type: vxlan across subnets")
+                return
