@@ -145,11 +145,15 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
     for bridge_name, bridge_data in (data.get("bridges") or {}).items():
         bridge_data = bridge_data or {}
         path = ("bridges", bridge_name)
-        _check_ifname(bridge_name, path, problems, key=True)
+        ifname = bridge_data.get("name", bridge_name)
+        if "name" in bridge_data:
+            _check_ifname(ifname, path + ("name",), problems)
+        else:
+            _check_ifname(bridge_name, path, problems, key=True)
         addresses = tuple(a for i, text in enumerate(bridge_data.get("addresses", []))
                           if (a := _interface(text, path + ("addresses", i), problems)) is not None)
         bridges.append(Bridge(
-            name=bridge_name,
+            name=ifname, key=bridge_name,
             host=_host_of(bridge_data, path, host_names, problems, f"bridge {bridge_name}"),
             addresses=addresses,
             mtu=bridge_data.get("mtu", 1500),

@@ -50,7 +50,7 @@ def _check_endpoints(topology: Topology, report: Report) -> None:
                 report(end.origin + ("namespace",), f"unknown namespace {end.namespace!r}", f"namespaces are: {known}")
             if end.bridge is not None:
                 if topology.bridge(end.bridge) is None:
-                    known = ", ".join(b.name for b in topology.bridges) or "none"
+                    known = ", ".join(b.key or b.name for b in topology.bridges) or "none"
                     report(end.origin + ("bridge",), f"unknown bridge {end.bridge!r}", f"bridges are: {known}")
                 if end.addresses:
                     report(end.origin + ("addresses",), f"{end.name!r} is a port of bridge {end.bridge!r} and cannot carry an address",

@@ -42,7 +42,8 @@ def _endpoint_link(topology: Topology, realisation: Realisation, end: Endpoint, 
     peer_scope = realisation.scope_of(place_of(topology, peer))
     return Link(
         scope=scope, name=end.name, kind="veth", up=end.up, mtu=end.mtu, mac=end.mac,
-        master=end.bridge, peer=(peer_scope, peer.name), owner=topology.name,
+        master=topology.bridge(end.bridge).name if end.bridge else None, peer=(peer_scope, peer.name),
+        owner=topology.name,
     )
 
 

@@ -19,11 +19,16 @@ from . import netns as ns
 from .actions import (
     Action,
     AddAddress,
+    AddFdb,
+    AddNeighbour,
     AddRoute,
     CreateBridge,
     CreateNamespace,
     CreateVeth,
+    CreateVxlan,
     DeleteAddress,
+    DeleteFdb,
+    DeleteNeighbour,
     DeleteLink,
     DeleteNamespace,
     DeleteRoute,
@@ -32,10 +37,12 @@ from .actions import (
     SetSysctl,
 )
 from .errors import KernelError, PermissionDenied
-from .state import Address, Link, RouteEntry, Scope, owner_alias, route_record_key, scope_label
+from .state import Address, Fdb, Link, Neighbour, RouteEntry, Scope, owner_alias, route_record_key, scope_label
 
 NETLINK_ROUTE = 0
 IFA_F_NODAD = 0x02
+NUD_PERMANENT = 0x80
+RTNH_F_ONLINK = 0x04
 
 
 def sysctl_path(key: str) -> str:
@@ -47,6 +54,7 @@ class Kernel:
 
     def __init__(self) -> None:
         self._rtnl: dict[Scope, IPRoute] = {}
+        self._nsids: dict[tuple[Scope, Scope], int | None] = {}
         self.writes = 0  # kernel changes made through this object: a second apply must make none
 
     def __enter__(self) -> "Kernel":
@@ -68,6 +76,7 @@ class Kernel:
 
     def close_scope(self, scope: Scope) -> None:
         """Close our socket in a namespace; an open socket would keep a deleted namespace alive."""
+        self._nsids = {k: v for k, v in self._nsids.items() if scope not in k}
         ipr = self._rtnl.pop(scope, None)
         if ipr is not None:
             ipr.close()
@@ -77,6 +86,19 @@ class Kernel:
             self.close_scope(scope)
 
     # -- lookups -------------------------------------------------------------------------
+
+    def nsid_of(self, seen_from: Scope, target: Scope) -> int | None:
+        """The id namespace `seen_from` gives `target` (what veths report as link_netnsid)."""
+        key = (seen_from, target)
+        if key not in self._nsids:
+            fd = ns.open_netns(target)
+            try:
+                reply = self.rtnl(seen_from).get_netnsid(fd=fd)
+            finally:
+                os.close(fd)
+            nsid = reply.get("nsid") if reply else None
+            self._nsids[key] = nsid if nsid is not None and nsid >= 0 else None
+        return self._nsids[key]
 
     def index_of(self, scope: Scope, name: str) -> int:
         found = self.rtnl(scope).link_lookup(ifname=name)
@@ -154,6 +176,29 @@ def _create_veth(kernel: Kernel, action: CreateVeth, topology: str) -> None:
     _finish_link(kernel, second, topology)
 
 
+def _create_vxlan(kernel: Kernel, action: CreateVxlan, topology: str) -> None:
+    link, vx = action.link, action.link.vxlan
+    attrs: dict = {"vxlan_id": vx.vni, "vxlan_port": vx.port, "vxlan_learning": 1 if vx.learning else 0}
+    if vx.local is not None:
+        attrs["vxlan_local" if vx.local.version == 4 else "vxlan_local6"] = str(vx.local)
+    if vx.underlay is not None:
+        attrs["vxlan_link"] = kernel.index_of(link.scope, vx.underlay)
+    kernel.rtnl(link.scope).link("add", ifname=link.name, kind="vxlan", **attrs, **_link_attrs(link))
+    _finish_link(kernel, link, topology)
+
+
+def _neighbour_request(kernel: Kernel, n: Neighbour, verb: str) -> None:
+    attrs: dict = {"ifindex": kernel.index_of(n.scope, n.dev), "dst": str(n.ip),
+                   "family": socket.AF_INET6 if n.ip.version == 6 else socket.AF_INET}
+    if verb != "del":
+        attrs.update(lladdr=n.mac, state=NUD_PERMANENT)
+    kernel.rtnl(n.scope).neigh(verb, **attrs)
+
+
+def _fdb_request(kernel: Kernel, f: Fdb, verb: str) -> None:
+    kernel.rtnl(f.scope).fdb(verb, ifindex=kernel.index_of(f.scope, f.dev), lladdr=f.mac, dst=str(f.dst))
+
+
 def _delete_link(kernel: Kernel, action: DeleteLink, topology: str) -> None:
     link = action.link
     try:
@@ -180,6 +225,14 @@ def _set_link(kernel: Kernel, action: SetLink, topology: str) -> None:
             attrs["state"] = "up" if change.new else "down"
         elif change.attribute == "stp":
             kernel.rtnl(link.scope).link("set", index=index, kind="bridge", br_stp_state=1 if change.new else 0)
+        elif change.attribute == "local":
+            key = "vxlan_local" if change.new.version == 4 else "vxlan_local6"
+            kernel.rtnl(link.scope).link("set", index=index, kind="vxlan", **{key: str(change.new)})
+        elif change.attribute == "learning":
+            kernel.rtnl(link.scope).link("set", index=index, kind="vxlan", vxlan_learning=1 if change.new else 0)
+        elif change.attribute == "underlay":
+            kernel.rtnl(link.scope).link("set", index=index, kind="vxlan",
+                                         vxlan_link=kernel.index_of(link.scope, change.new))
     if attrs:
         kernel.rtnl(link.scope).link("set", index=index, **attrs)
 
@@ -210,6 +263,8 @@ def _route_request(kernel: Kernel, route: RouteEntry, verb: str) -> None:
             attrs["gateway"] = str(route.via)
         if route.dev is not None:
             attrs["oif"] = kernel.index_of(route.scope, route.dev)
+        if route.onlink:
+            attrs["flags"] = RTNH_F_ONLINK
     kernel.rtnl(route.scope).route(verb, **attrs)
     if route.scope is None:
         ns.record_root_route(route.owner or "", route_record_key(route), present=verb != "del")
@@ -228,6 +283,11 @@ _EXECUTORS: dict[type, Callable[[Kernel, Action, str], None]] = {
     AddRoute: lambda k, a, t: _route_request(k, a.route, "replace" if a.replace else "add"),
     ReplaceRoute: lambda k, a, t: _route_request(k, a.new, "replace"),
     DeleteRoute: lambda k, a, t: _route_request(k, a.route, "del"),
+    CreateVxlan: _create_vxlan,
+    AddNeighbour: lambda k, a, t: _neighbour_request(k, a.neighbour, "replace"),
+    DeleteNeighbour: lambda k, a, t: _neighbour_request(k, a.neighbour, "del"),
+    AddFdb: lambda k, a, t: _fdb_request(k, a.fdb, "append"),
+    DeleteFdb: lambda k, a, t: _fdb_request(k, a.fdb, "del"),
 }
 
 

@@ -59,13 +59,14 @@ class Route:
 
 @dataclass(frozen=True)
 class Bridge:
-    name: str
+    name: str  # the interface name
     host: str
     addresses: tuple[IPInterface, ...] = ()
     mtu: int = DEFAULT_MTU
     mac: str | None = None
     stp: bool = False
     up: bool = True
+    key: str = ""  # how the file names it (bridges: KEY); endpoints refer to it by this
     origin: Path = _origin()
 
 
@@ -157,7 +158,7 @@ class Topology:
 
     @cached_property
     def _bridges_by_name(self) -> dict[str, Bridge]:
-        return {b.name: b for b in reversed(self.bridges)}
+        return {b.key or b.name: b for b in reversed(self.bridges)}
 
     @cached_property
     def _namespaces_by_name(self) -> dict[str, Namespace]:

@@ -49,6 +49,15 @@ def netns_path(name: str) -> str:
     return os.path.join(NETNS_RUN_DIR, name)
 
 
+def open_netns(name: str | None) -> int:
+    """A file descriptor of a namespace (None: the one this process's main thread lives in)."""
+    path = netns_path(name) if name is not None else f"/proc/{os.getpid()}/ns/net"
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _translate(exc, name or "(root)") from None
+
+
 def list_netns() -> list[str]:
     try:
         return sorted(os.listdir(NETNS_RUN_DIR))

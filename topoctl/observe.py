@@ -19,8 +19,11 @@ from .state import (
     Link,
     Netns,
     RouteEntry,
+    Fdb,
+    Neighbour,
     Scope,
     State,
+    Vxlan,
     owner_from_alias,
     route_record_key,
 )
@@ -29,10 +32,22 @@ IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 RTPROT_KERNEL = 2
 RTN_UNICAST = 1
+RTNH_F_ONLINK = 0x04
+NUD_PERMANENT = 0x80
+
+
+def _vxlan_from(msg) -> Vxlan:
+    local = msg.get(("linkinfo", "data", "vxlan_local")) or msg.get(("linkinfo", "data", "vxlan_local6"))
+    return Vxlan(
+        vni=msg.get(("linkinfo", "data", "vxlan_id")), port=msg.get(("linkinfo", "data", "vxlan_port")),
+        local=ipaddress.ip_address(local) if local else None,
+        learning=bool(msg.get(("linkinfo", "data", "vxlan_learning"))),
+    )
 
 
 def _link_from(msg, scope: Scope) -> tuple[Link, int, int | None, int | None]:
-    """A Link, plus (master index, peer index, peer netnsid) to resolve once all are read."""
+    """A Link, plus (master index, peer index, peer netnsid) to resolve once all are read.
+    A VXLAN device's underlay index is resolved the same way, from `vxlan_link`."""
     flags = msg["flags"]
     kind = msg.get(("linkinfo", "kind"))
     if kind is None:
@@ -45,6 +60,7 @@ def _link_from(msg, scope: Scope) -> tuple[Link, int, int | None, int | None]:
     link = Link(
         scope=scope, name=msg.get("ifname"), kind=kind, up=bool(flags & IFF_UP), mtu=msg.get("mtu"),
         mac=mac.lower() if mac and kind != "loopback" else None, stp=stp,
+        vxlan=_vxlan_from(msg) if kind == "vxlan" else None,
         owner=owner_from_alias(msg.get("ifalias")), index=msg["index"],
     )
     peer_index = msg.get("link") if kind == "veth" else None
@@ -79,6 +95,8 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
 
     by_index: dict[tuple[Scope, int], Link] = {}
     pending: list[tuple[Link, int, int | None, int | None]] = []
+    underlay_of: dict[tuple[Scope, str], int | None] = {}
+    vxlan_devs: dict[tuple[Scope, int], str] = {}  # this topology's VXLAN devices
     for scope in live_scopes:
         state.scopes.add(scope)
         owned_scope = scope is not None and state.namespaces[scope].owner == topology
@@ -88,6 +106,10 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
         for msg in links:
             link, master, peer_index, peer_nsid = _link_from(msg, scope)
             names[link.index] = link.name
+            if link.vxlan is not None:
+                underlay_of[link.key] = msg.get(("linkinfo", "data", "vxlan_link"))
+                if link.owner == topology:
+                    vxlan_devs[(scope, link.index)] = link.name
             if link.owner == topology:
                 ours.add(link.index)
             by_index[(scope, link.index)] = link
@@ -107,7 +129,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
             route = RouteEntry(
                 scope=scope, dst=dst, via=ipaddress.ip_address(gateway) if gateway else None,
                 dev=names.get(msg.get("oif")), metric=msg.get("priority") or 0,
-                table=msg.get("table") or MAIN_TABLE, proto=msg["proto"],
+                table=msg.get("table") or MAIN_TABLE, proto=msg["proto"], onlink=bool(msg["flags"] & RTNH_F_ONLINK),
             )
             # In our namespaces, routes are ours unless they leave through someone else's interface.
             oif = msg.get("oif")
@@ -124,9 +146,15 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
         if master:
             master_link = by_index.get((link.scope, master))
             link = replace(link, master=master_link.name if master_link else f"#{master}")
+        if link.vxlan is not None and underlay_of.get(link.key):
+            under = by_index.get((link.scope, underlay_of[link.key]))
+            link = replace(link, vxlan=replace(link.vxlan, underlay=under.name if under else None))
         if peer_index:
-            link = replace(link, peer=_find_peer(link, peer_index, peer_nsid, veths_by_index, peer_of))
+            link = replace(link, peer=_find_peer(kernel, link, peer_index, peer_nsid, veths_by_index, peer_of))
         state.add_link(link)
+
+    for scope in {scope for scope, _ in vxlan_devs}:
+        _read_vxlan_tables(kernel, scope, vxlan_devs, state)
 
     for scope, key in sysctls:
         if scope in state.scopes:
@@ -136,15 +164,33 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     return state
 
 
-def _find_peer(link: Link, peer_index: int, peer_nsid: int | None,
+def _find_peer(kernel: Kernel, link: Link, peer_index: int, peer_nsid: int | None,
                veths_by_index: dict[int, list[Link]], peer_of: dict) -> tuple[Scope, str] | None:
     """The other end of a veth: the veth at `peer_index` whose own peer index is this link's.
 
-    ifindexes repeat across namespaces, so both directions must agree; the peer's netnsid
-    only says whether it is in another namespace.
+    ifindexes repeat across namespaces, so several veths may point at each other that way;
+    only then is the peer's netnsid compared with the id this namespace gives each candidate's
+    namespace (one RTM_GETNSID per pair of namespaces, cached).
     """
-    for candidate in veths_by_index.get(peer_index, []):
-        same_scope = candidate.scope == link.scope
-        if same_scope == (peer_nsid is None) and peer_of.get((candidate.scope, candidate.index)) == link.index:
-            return (candidate.scope, candidate.name)
-    return None
+    candidates = [c for c in veths_by_index.get(peer_index, [])
+                  if (c.scope == link.scope) == (peer_nsid is None)
+                  and peer_of.get((c.scope, c.index)) == link.index]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if kernel.nsid_of(link.scope, c.scope) == peer_nsid]
+    return (candidates[0].scope, candidates[0].name) if len(candidates) == 1 else None
+
+
+def _read_vxlan_tables(kernel: Kernel, scope: Scope, vxlan_devs: dict[tuple[Scope, int], str], state: State) -> None:
+    """Permanent neighbours and FDB entries of this topology's VXLAN devices in one namespace."""
+    ipr = kernel.rtnl(scope)
+    for msg in ipr.neigh("dump"):
+        dev = vxlan_devs.get((scope, msg["ifindex"]))
+        if (msg["family"] not in (socket.AF_INET, socket.AF_INET6) or dev is None or not msg["state"] & NUD_PERMANENT
+                or msg.get("lladdr") is None or msg.get("dst") is None):
+            continue
+        state.neighbours.add(Neighbour(scope, dev, ipaddress.ip_address(msg.get("dst")), msg.get("lladdr").lower()))
+    for msg in ipr.fdb("dump"):
+        dev = vxlan_devs.get((scope, msg["ifindex"]))
+        if dev is None or msg.get("dst") is None or msg.get("lladdr") is None:
+            continue
+        state.fdb.add(Fdb(scope, dev, msg.get("lladdr").lower(), ipaddress.ip_address(msg.get("dst"))))
