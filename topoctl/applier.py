@@ -26,16 +26,29 @@ SETTLE_TIMEOUT = 10.0
 Progress = Callable[[int, int, Action], None]
 
 
-def realise(topology: Topology, host: str | None, emulate: bool) -> Realisation:
-    """Which hosts of the file this run acts on, and how they map onto the machine."""
+def realise(topology: Topology, host: str | None, emulate: bool,
+            local_addresses: Callable[[], set] | None = None) -> Realisation:
+    """Which hosts of the file this run acts on, and how they map onto the machine.
+
+    Emulated, all hosts (or the one --host names). For real, the one --host names, the only
+    one, or the one whose underlay address this machine has (`local_addresses` reads them).
+    """
     names = topology.host_names()
     if host is not None:
         if host not in names:
             raise UsageError(f"unknown host {host!r}", f"the file's hosts are: {', '.join(names)}")
-        return Realisation(topology.name, (host,), emulate)
+        return Realisation(topology.name, (host,), emulate, names)
     if emulate or len(names) == 1:
-        return Realisation(topology.name, names, emulate)
-    raise UsageError(f"the file has {len(names)} hosts; say which this machine is",
+        return Realisation(topology.name, names, emulate, names)
+    if local_addresses is not None:
+        mine = local_addresses()
+        matches = [h.name for h in topology.hosts if h.address is not None and h.address.ip in mine]
+        if len(matches) == 1:
+            return Realisation(topology.name, (matches[0],), emulate, names)
+        if len(matches) > 1:
+            raise UsageError(f"this machine has the underlay addresses of hosts {', '.join(matches)}",
+                             "say which it is with --host")
+    raise UsageError(f"the file has {len(names)} hosts and none has an underlay address of this machine",
                      f"use --host with one of: {', '.join(names)} (or --emulate to build them all here)")
 
 
@@ -48,16 +61,45 @@ class Context:
     def __post_init__(self) -> None:
         self.desired = desired_state(self.topology, self.realisation)
 
-    def empty(self) -> State:
-        """What the topology wants when it is destroyed: nothing, in the same places."""
-        return State(scopes=set(self.desired.scopes))
+    def empty(self, keep_shared: bool = True) -> State:
+        """What the topology wants when it is destroyed: nothing, in the same places; but a
+        destroy of some hosts keeps what the others still use (the emulated underlay)."""
+        state = State(scopes=set(self.desired.scopes))
+        shared = self.shared_scope()
+        if keep_shared and shared is not None and shared in self.desired.namespaces:
+            state.namespaces[shared] = self.desired.namespaces[shared]
+            for key, link in self.desired.links.items():
+                if key[0] == shared and link.kind in ("bridge", "loopback"):
+                    state.links[key] = link
+        return state
+
+    def shared_scope(self) -> str | None:
+        """The namespace several hosts share, when this run acts on only some of them."""
+        r = self.realisation
+        return r.underlay_scope if r.emulate and r.partial else None
 
     def observe(self, kernel: Kernel) -> State:
-        return observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys())
+        return self._observe(kernel)[0]
+
+    def _observe(self, kernel: Kernel) -> tuple[State, bool]:
+        """The live state in this run's view, and whether other hosts still use the shared underlay."""
+        r = self.realisation
+        live = observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys(),
+                       hosts=set(r.hosts) if r.partial else None)
+        shared = self.shared_scope()
+        if shared is None:
+            return live, False
+        others = [k for k, link in live.links.items() if k[0] == shared and link.kind == "veth"
+                  and k not in self.desired.links]
+        # Other hosts' cables on the shared underlay are theirs to manage, not this run's.
+        live.links = {k: v for k, v in live.links.items() if k[0] != shared or k in self.desired.links}
+        live.addresses = {a for a in live.addresses if a.scope != shared or (a.scope, a.link) in self.desired.links}
+        return live, bool(others)
 
     def plan(self, kernel: Kernel, destroy: bool = False) -> tuple[Plan, State]:
-        live = self.observe(kernel)
-        return plan(self.empty() if destroy else self.desired, live, self.topology.name), live
+        live, shared_in_use = self._observe(kernel)
+        wanted = self.empty(keep_shared=shared_in_use) if destroy else self.desired
+        return plan(wanted, live, self.topology.name), live
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,12 @@ def _context(file: str, host: Optional[str], emulate: bool):
     from .loader import load_file
 
     topology = load_file(file)
-    return Context(topology, realise(topology, host, emulate))
+
+    def machine_addresses() -> set:
+        from .kernel import local_addresses
+        return local_addresses()
+
+    return Context(topology, realise(topology, host, emulate, machine_addresses))
 
 
 def _need_privileges(what: str) -> None:

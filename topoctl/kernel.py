@@ -130,6 +130,15 @@ class Kernel:
             raise KernelError(f"sysctl {key} = {value!r} refused in {scope_label(scope)}: {err.strerror}") from None
 
 
+def local_addresses() -> set:
+    """The addresses of this machine's own namespace (no privileges needed to read them)."""
+    import ipaddress
+
+    with IPRoute() as ipr:
+        return {ipaddress.ip_address(msg.get("local") or msg.get("address")) for msg in ipr.addr("dump")
+                if msg.get("local") or msg.get("address")}
+
+
 # -- executing actions ---------------------------------------------------------------------
 
 def _link_attrs(link: Link) -> dict:

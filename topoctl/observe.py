@@ -75,7 +75,8 @@ def _dump(kernel: Kernel, scope: Scope):
     return links, addresses, routes
 
 
-def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = ()) -> State:
+def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
+            hosts: set[str] | None = None) -> State:
     """The live State of `scopes` (namespaces that do not exist are left out), as seen by `topology`.
 
     Ownership is filled in here: a namespace is ours when its record names this topology
@@ -84,7 +85,10 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     """
     state = State()
     existing = set(ns.list_netns())
-    wanted = set(scopes) | set(ns.recorded_netns(topology))
+    recorded = ns.recorded_netns(topology)
+    if hosts is not None:  # acting on some hosts: other hosts' namespaces are not in view
+        recorded = [n for n in recorded if (r := ns.read_netns_record(n)) is not None and (r.host in hosts or not r.host)]
+    wanted = set(scopes) | set(recorded)
     for name in sorted(n for n in wanted if n is not None and n in existing):
         record = ns.read_netns_record(name)
         mine = record is not None and (record.inode == 0 or record.inode == ns.netns_inode(name))

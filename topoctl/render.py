@@ -46,6 +46,7 @@ def render_plan(the_plan: Plan, context: Context, flavor: str = "ip", teardown: 
         alias=owner_alias(topology.name), proto=ROUTE_PROTO, netns_dir=NETNS_RUN_DIR, state_dir=STATE_DIR,
         routes_dir=routes_record_dir(topology.name),
         route_record=lambda route: route_record_name(route_record_key(route)),
+        shared_scope=context.shared_scope(),
     )
 
 
