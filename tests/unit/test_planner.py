@@ -64,6 +64,8 @@ def as_live(desired: State, topology: str = "demo") -> State:
                                                 for (s, n), link in desired.links.items() if link.kind == "veth"}
     live.routes = dict(desired.routes)
     live.sysctls = dict(desired.sysctls)
+    live.neighbours = set(desired.neighbours)
+    live.fdb = set(desired.fdb)
     return live
 
 

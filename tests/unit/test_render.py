@@ -27,12 +27,48 @@ VARIANTS = {
 }
 
 
-def render(name: str, teardown: bool, flavor: str, emulate: bool) -> str:
+MULTI_HOST = ["vxlan-2hosts", "host-gw-3hosts"]
+MULTI_VARIANTS = {
+    "-node1": dict(teardown=False, flavor="ip", emulate=False, host="node1"),
+    "-node1-teardown": dict(teardown=True, flavor="ip", emulate=False, host="node1"),
+    "-emulate": dict(teardown=False, flavor="ip", emulate=True, host=None),
+    "-emulate-node2": dict(teardown=False, flavor="ip", emulate=True, host="node2"),
+}
+
+
+def render(name: str, teardown: bool, flavor: str, emulate: bool, host: str | None = None) -> str:
     relative = f"topologies/{name}.yaml"
     topology = load_file(ROOT / relative)
     topology = dataclasses.replace(topology, source=relative)
-    context = Context(topology, realise(topology, None, emulate))
+    context = Context(topology, realise(topology, host, emulate))
     return (render_teardown if teardown else render_build)(context, flavor)
+
+
+@pytest.mark.parametrize("variant", list(MULTI_VARIANTS))
+@pytest.mark.parametrize("name", MULTI_HOST)
+def test_multi_host_script_matches_golden_file_and_is_valid_sh(name, variant):
+    script = render(name, **MULTI_VARIANTS[variant])
+    golden = GOLDEN / f"{name}{variant}.sh"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(script)
+    assert script == golden.read_text()
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+
+
+def test_vxlan_script_has_the_flannel_steps():
+    script = render("vxlan-2hosts", teardown=False, flavor="ip", emulate=False, host="node1")
+    assert "type vxlan id 1 dstport 8472 local 10.168.0.2 nolearning" in script
+    assert "bridge fdb append" in script and "dst 10.168.0.3 self permanent" in script
+    assert "ip neigh replace 10.244.2.0 lladdr" in script and "nud permanent" in script
+    assert "ip -4 route add 10.244.2.0/24 via 10.244.2.0 dev flannel.1 metric 0 proto 116 table 254 onlink" in script
+    assert "sysctl -qw net.ipv4.ip_forward=1" in script
+
+
+def test_per_host_emulated_script_guards_the_shared_underlay():
+    script = render("vxlan-2hosts", teardown=False, flavor="ip", emulate=True, host="node2")
+    assert "if ! test -e /run/netns/vxlan2-underlay; then" in script
+    assert "if ! ip -n vxlan2-underlay link show dev br-underlay >/dev/null 2>&1; then" in script
+    assert "vxlan2-node1" not in script
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -1,0 +1,155 @@
+"""Overlays from data: remote entries for N hosts, adding and removing a host, validation. No root."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import pytest
+
+from topoctl.actions import AddFdb, AddNeighbour, AddRoute, CreateVxlan, DeleteFdb, DeleteNeighbour, DeleteRoute
+from topoctl.applier import Context, realise
+from topoctl.errors import InvalidTopology, UsageError
+from topoctl.loader import load_text
+from topoctl.overlay import vtep_mac
+from topoctl.planner import plan
+from topoctl.state import State
+
+from .test_planner import as_live
+
+
+def cluster(n: int, kind: str = "vxlan", extra: str = "") -> str:
+    hosts = "\n".join(f"  node{i}: {{address: 10.168.0.{i + 1}/24}}" for i in range(1, n + 1))
+    subnets = ", ".join(f"node{i}: 10.244.{i}.0/24" for i in range(1, n + 1))
+    return (f"apiVersion: topoctl/v1\nkind: Topology\nname: c\nhosts:\n{hosts}\n"
+            f"overlays:\n  - {{name: flannel, type: {kind}, subnets: {{{subnets}}}}}\n{extra}")
+
+
+def context(text: str, host: str | None = None, emulate: bool = True) -> Context:
+    topology = load_text(text, "c.yaml")
+    return Context(topology, realise(topology, host, emulate))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_every_host_gets_one_neighbour_fdb_entry_and_onlink_route_per_remote_host(n):
+    desired = context(cluster(n)).desired
+    for i in range(1, n + 1):
+        scope = f"c-node{i}"
+        assert len([x for x in desired.neighbours if x.scope == scope]) == n - 1
+        assert len([x for x in desired.fdb if x.scope == scope]) == n - 1
+        routes = [r for r in desired.routes.values() if r.scope == scope]
+        assert len(routes) == n - 1 and all(r.onlink and r.dev == "flannel.1" for r in routes)
+    vx = desired.links[("c-node1", "flannel.1")]
+    assert (vx.kind, vx.mtu, vx.vxlan.vni, vx.vxlan.port, vx.vxlan.learning) == ("vxlan", 1450, 1, 8472, False)
+    assert vx.vxlan.local == ipaddress.ip_address("10.168.0.2") and vx.vxlan.underlay == "eth0"
+    # node1's entry for node2 points node2's VTEP MAC at node2's underlay address
+    fdb = {(f.mac, str(f.dst)) for f in desired.fdb if f.scope == "c-node1"}
+    assert (vtep_mac("c", "flannel", "node2"), "10.168.0.3") in fdb
+    neighbour = next(x for x in desired.neighbours if x.scope == "c-node1" and str(x.ip) == "10.244.2.0")
+    assert neighbour.mac == desired.links[("c-node2", "flannel.1")].mac
+
+
+def test_vtep_macs_are_deterministic_unicast_and_locally_administered():
+    mac = vtep_mac("c", "flannel", "node1")
+    assert mac == vtep_mac("c", "flannel", "node1") != vtep_mac("c", "flannel", "node2")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x01 == 0 and first & 0x02 == 2
+
+
+def test_host_gw_routes_via_each_remote_underlay_address():
+    desired = context(cluster(3, "host-gw")).desired
+    routes = sorted((str(r.dst), str(r.via), r.dev) for r in desired.routes.values() if r.scope == "c-node1")
+    assert routes == [("10.244.2.0/24", "10.168.0.3", "eth0"), ("10.244.3.0/24", "10.168.0.4", "eth0")]
+    assert not any(link.kind == "vxlan" for link in desired.links.values())
+
+
+def test_on_a_real_host_the_underlay_device_is_left_to_the_kernel():
+    ctx = context(cluster(2, "host-gw"), host="node1", emulate=False)
+    (route,) = ctx.desired.routes.values()
+    assert route.scope is None and route.dev is None and str(route.via) == "10.168.0.3"
+
+
+def test_adding_a_host_adds_entries_on_the_others_and_removing_it_deletes_them():
+    two, three = context(cluster(2)), context(cluster(3))
+    grow = plan(three.desired, as_live(two.desired, "c"), "c")
+    on_node1 = {type(a) for a in grow.actions if a.scope == "c-node1"}
+    assert {AddFdb, AddNeighbour, AddRoute} <= on_node1
+    assert any(isinstance(a, CreateVxlan) and a.scope == "c-node3" for a in grow.actions)
+
+    shrink = plan(two.desired, as_live(three.desired, "c"), "c")
+    removed = {type(a) for a in shrink.actions if a.scope == "c-node1"}
+    assert removed == {DeleteFdb, DeleteNeighbour, DeleteRoute}
+    assert any(a.noun == "namespace" and a.scope == "c-node3" for a in shrink.actions)
+
+
+def test_a_changed_vni_forces_replacement_and_local_changes_in_place():
+    ctx = context(cluster(2))
+    live = as_live(ctx.desired, "c")
+    key = ("c-node1", "flannel.1")
+    live.links[key] = replace(live.links[key], vxlan=replace(live.links[key].vxlan, vni=9))
+    the_plan = plan(ctx.desired, live, "c")
+    assert the_plan.actions[0].reason == "vni 9 -> 1"
+    live = as_live(ctx.desired, "c")
+    live.links[key] = replace(live.links[key], vxlan=replace(live.links[key].vxlan, local=ipaddress.ip_address("10.168.0.9")))
+    (action,) = plan(ctx.desired, live, "c").actions
+    assert [(c.attribute, str(c.old), str(c.new)) for c in action.changes] == [("local", "10.168.0.9", "10.168.0.2")]
+
+
+def test_a_wrong_neighbour_mac_is_corrected_in_place():
+    ctx = context(cluster(2))
+    live = as_live(ctx.desired, "c")
+    wrong = next(x for x in live.neighbours if x.scope == "c-node1")
+    live.neighbours = (live.neighbours - {wrong}) | {replace(wrong, mac="02:00:00:00:00:01")}
+    (action,) = plan(ctx.desired, live, "c").actions
+    assert isinstance(action, AddNeighbour) and action.verb == "change" and action.old_mac == "02:00:00:00:00:01"
+
+
+def test_one_host_selected_plans_only_its_part_and_the_shared_underlay():
+    ctx = context(cluster(3), host="node2")
+    the_plan = plan(ctx.desired, State(), "c")
+    assert {a.scope for a in the_plan.actions} == {"c-node2", "c-underlay"}
+    assert ctx.empty(keep_shared=True).namespaces.keys() == {"c-underlay"}
+    assert ctx.empty(keep_shared=False).namespaces == {}
+
+
+def test_a_real_machine_is_matched_to_its_host_by_underlay_address():
+    topology = load_text(cluster(3), "c.yaml")
+    chosen = realise(topology, None, False, lambda: {ipaddress.ip_address("10.168.0.4")})
+    assert chosen.hosts == ("node3",)
+    with pytest.raises(UsageError, match="none has an underlay address of this machine"):
+        realise(topology, None, False, lambda: {ipaddress.ip_address("192.0.2.1")})
+
+
+BAD = {
+    "overlapping subnets": (cluster(2).replace("node2: 10.244.2.0/24", "node2: 10.244.1.128/25"),
+                            "overlaps 10.244.1.0/24"),
+    "subnet overlaps the underlay": (cluster(2).replace("10.244.2.0/24", "10.168.0.0/25"), "overlaps 10.168.0.0/24"),
+    "host without an address": (cluster(2).replace("  node2: {address: 10.168.0.3/24}", "  node2: {}"),
+                                "host 'node2' has no underlay address"),
+    "unknown host": (cluster(2).replace("node2: 10.244.2.0/24", "node9: 10.244.2.0/24"), "unknown host 'node9'"),
+    "host-gw across underlay subnets": (cluster(2, "host-gw").replace("10.168.0.3/24", "10.168.1.3/24"),
+                                        "is not on the underlay subnet"),
+    "vni out of range": (cluster(2).replace("type: vxlan", "type: vxlan, vni: 16777216"), "out of range"),
+    "port out of range": (cluster(2).replace("type: vxlan", "type: vxlan, port: 0"), "out of range"),
+    "vni on host-gw": (cluster(2, "host-gw").replace("type: host-gw", "type: host-gw, vni: 4"),
+                       "'vni' belongs to a vxlan overlay"),
+    "device name too long": (cluster(2).replace("type: vxlan", "type: vxlan, device: flannel.overlay.1"),
+                             "1 to 15 bytes"),
+    "container outside its host's subnet": (cluster(2, extra=(
+        "namespaces: {a: {host: node1}}\nlinks:\n  - type: veth\n    endpoints:\n"
+        "      - {namespace: a, name: eth0, addresses: [10.244.2.9/24]}\n      - {host: node1, name: va}\n")),
+        "outside 10.244.1.0/24"),
+    "underlay MTU too small for VXLAN": (cluster(2).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, mtu: 100}"),
+                                         "leaves 50 for VXLAN"),
+    "one host only": (cluster(1), "an overlay needs at least two"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_overlay_validation(case):
+    text, words = BAD[case]
+    with pytest.raises(InvalidTopology) as caught:
+        load_text(text, "c.yaml")
+    messages = [d.message for d in caught.value.diagnostics]
+    assert any(words in m for m in messages), messages
+    assert all(d.line > 0 for d in caught.value.diagnostics)
