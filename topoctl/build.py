@@ -6,7 +6,7 @@ Every problem is collected with the path it came from; the loader turns paths in
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable
+from typing import Any
 
 from .errors import Diagnostic
 from .model import (
@@ -235,5 +235,3 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
     check_topology(topology, problems.add)
     return topology, problems.found
 
-
-ProblemSink = Callable[..., None]

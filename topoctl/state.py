@@ -7,7 +7,7 @@ keys fixed (table, destination, metric).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional
 
 from .model import IPAddress, IPInterface, IPNetwork
 
@@ -169,5 +169,3 @@ def route_family_default_metric(dst: IPNetwork) -> int:
     """The metric the kernel gives a route added without one."""
     return 1024 if dst.version == 6 else 0
 
-
-Value = Union[str, int, bool, None]
