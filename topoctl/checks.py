@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable
 
-from .model import IPInterface, Place, Route, Topology, place_of, underlay_interface, vtep_address
+from .model import IPInterface, Place, Route, Topology, place_of, vtep_address
 from .overlay_checks import check_overlays
 from .state import route_family_default_metric
 
@@ -27,11 +27,15 @@ def check_topology(topology: Topology, report: Report) -> None:
 
 
 def _check_reserved_names(topology: Topology, report: Report) -> None:
-    emulated = {f"{topology.name}-{h.name}" for h in topology.hosts}
+    emulated = {f"{topology.name}-{h.name}" for h in topology.hosts} | {f"{topology.name}-underlay"}
     for ns in topology.namespaces:
         if ns.name in emulated:
-            report(ns.origin, f"namespace name {ns.name!r} is reserved for the emulated host of the same name",
+            report(ns.origin, f"namespace name {ns.name!r} is reserved: --emulate uses it for a host or the underlay",
                    "rename the namespace", key=True)
+    for host in topology.hosts:
+        if host.name == "underlay":
+            report(host.origin, "the host name 'underlay' is reserved: --emulate names the underlay namespace so",
+                   "rename the host", key=True)
 
 
 def _check_endpoints(topology: Topology, report: Report) -> None:
@@ -70,8 +74,8 @@ def _interfaces_by_place(topology: Topology) -> dict[Place, list[tuple[str, tupl
     found: dict[Place, list] = defaultdict(list)
     for host in topology.hosts:
         if host.address is not None:
-            name = underlay_interface(host, emulate=True)
-            found[Place(host.name, None)].append((name, host.origin + ("address",), (host.address,)))
+            # Unnamed, the real underlay interface is unknown: None matches any `dev` of a route.
+            found[Place(host.name, None)].append((host.interface, host.origin + ("address",), (host.address,)))
     for overlay in topology.overlays:
         if overlay.type == "vxlan":
             for host, subnet in overlay.subnets:
@@ -95,6 +99,8 @@ def _check_interface_names(by_place: dict, report: Report) -> None:
     for place, interfaces in by_place.items():
         seen: dict[str, tuple] = {}
         for name, origin, _ in interfaces:
+            if name is None:
+                continue
             if name == "lo":
                 report(origin, f"'lo' is the loopback device of {_where(place)}; a link cannot be named so")
             if name in seen:
@@ -113,7 +119,7 @@ def _check_addresses(topology: Topology, by_place: dict, report: Report) -> None
                 if address.ip in seen:
                     report(base + ("addresses", i), f"address {address.ip} is used twice (also on {seen[address.ip]})")
                 else:
-                    seen[address.ip] = f"{name} in {_where(place)}"
+                    seen[address.ip] = f"{name or 'the underlay interface'} in {_where(place)}"
 
 
 def _connected(by_place: dict, place: Place) -> list[tuple[str, IPInterface]]:
@@ -132,7 +138,8 @@ def _check_route(topology: Topology, by_place: dict, place: Place, route: Route,
     if route.via.version == 6 and route.via.is_link_local:
         return  # a link-local gateway is on every link; 'dev' says which (checked above)
     connected = _connected(by_place, place)
-    on_link = [(name, a) for name, a in connected if route.via in a.network and route.dev in (None, name)]
+    on_link = [(name, a) for name, a in connected
+               if route.via in a.network and (route.dev is None or name is None or route.dev == name)]
     if not on_link:
         subnets = ", ".join(sorted({str(a.network) for _, a in connected})) or "none"
         report(route.origin + ("via",), f"gateway {route.via} is not on any connected subnet of {_where(place)}",

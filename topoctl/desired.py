@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Endpoint, Place, Route, Topology, place_of
+from .model import Endpoint, Place, Route, Topology, derived_mac, place_of
 from .overlay import add_overlays, add_underlay
 from .state import Address, Link, Netns, RouteEntry, Scope, State, route_family_default_metric
 
@@ -86,8 +86,11 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
         if bridge.host not in selected:
             continue
         scope = realisation.host_scope(bridge.host)
+        # A bridge without a MAC of its own takes its lowest port's, and changes it as ports come
+        # and go, leaving neighbours with stale ARP entries: give every bridge a fixed one.
+        mac = bridge.mac or derived_mac(topology.name, bridge.host, bridge.name)
         state.add_link(Link(scope=scope, name=bridge.name, kind="bridge", up=bridge.up, mtu=bridge.mtu,
-                            mac=bridge.mac, stp=bridge.stp, owner=owner))
+                            mac=mac, stp=bridge.stp, owner=owner))
         state.addresses.update(Address(scope, bridge.name, a) for a in bridge.addresses)
 
     for veth in topology.links:

@@ -28,6 +28,7 @@ def _origin() -> Path:
 
 DEFAULT_UNDERLAY_INTERFACE = "eth0"
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8, as flannel subtracts
+VXLAN6_OVERHEAD = 70  # the same over an IPv6 underlay (40-byte header)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ def underlay_interface(host: "Host", emulate: bool) -> str | None:
     """The underlay interface: as named, else eth0 when emulated (topoctl makes it), else
     unknown (the kernel picks it by route)."""
     return host.interface or (DEFAULT_UNDERLAY_INTERFACE if emulate else None)
+
+
+def vxlan_overhead(host: "Host") -> int:
+    return VXLAN6_OVERHEAD if host.address is not None and host.address.version == 6 else VXLAN_OVERHEAD
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,16 @@ def place_of(topology: Topology, end: Endpoint) -> Place | None:
     if len(topology.hosts) == 1:
         return Place(topology.hosts[0].name, None)
     return None
+
+
+def derived_mac(*parts: str) -> str:
+    """A MAC computed from names only: the same on every run and every host, locally
+    administered and unicast."""
+    import hashlib
+
+    digest = bytearray(hashlib.sha256("/".join(("topoctl",) + parts).encode()).digest()[:6])
+    digest[0] = (digest[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in digest)
 
 
 def vtep_address(subnet: IPNetwork) -> IPInterface:

@@ -272,7 +272,7 @@ def record_root_route(topology: str, key: str, present: bool) -> None:
             pass
 
 
-def run_command_in(name: str | None, command: list[str]) -> int:
+def run_command_in(name: str | None, command: list[str], quiet: bool = False) -> int:
     """Run a command inside a namespace and return its exit code.
 
     The child enters the namespace with setns(2) before exec, without `ip netns exec`'s
@@ -292,7 +292,8 @@ def run_command_in(name: str | None, command: list[str]) -> int:
             os._exit(126)
 
     try:
-        return subprocess.call(command, preexec_fn=enter, pass_fds=())
+        sink = subprocess.DEVNULL if quiet else None
+        return subprocess.call(command, preexec_fn=enter, pass_fds=(), stdout=sink, stderr=sink)
     except FileNotFoundError:
         raise KernelError(f"command not found: {command[0]}", "install it, or give its full path") from None
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from .model import VXLAN_OVERHEAD, Host, Overlay, Topology, underlay_interface, vtep_address
+from .model import Host, Overlay, Topology, derived_mac, underlay_interface, vtep_address, vxlan_overhead
 from .state import Address, Fdb, Link, Neighbour, RouteEntry, State, Vxlan, route_family_default_metric
 
 if TYPE_CHECKING:
@@ -17,17 +17,16 @@ UNDERLAY_BRIDGE = "br-underlay"
 
 def vtep_mac(topology: str, overlay: str, host: str) -> str:
     """A host's VTEP MAC, derived from names only, so every host computes its peers' entries
-    without asking them. Locally administered, unicast."""
-    digest = bytearray(hashlib.sha256(f"topoctl/{topology}/{overlay}/{host}".encode()).digest()[:6])
-    digest[0] = (digest[0] & 0xFC) | 0x02
-    return ":".join(f"{b:02x}" for b in digest)
+    without asking them."""
+    return derived_mac(topology, overlay, host)
 
 
 def underlay_port(host: str) -> str:
-    """The name of a host's cable end on the emulated underlay bridge (at most 15 bytes)."""
-    if len(host.encode()) <= 15:
-        return host
-    return "h-" + hashlib.sha256(host.encode()).hexdigest()[:12]
+    """The name of a host's cable end on the emulated underlay bridge: 'u-' and the host's name,
+    or a hash of it when that would pass 15 bytes (so it never meets 'lo' or the bridge)."""
+    if len(host.encode()) <= 13:
+        return "u-" + host
+    return "u-" + hashlib.sha256(host.encode()).hexdigest()[:13]
 
 
 def add_underlay(state: State, topology: Topology, realisation: "Realisation") -> None:
@@ -37,7 +36,8 @@ def add_underlay(state: State, topology: Topology, realisation: "Realisation") -
     scope = realisation.underlay_scope
     with_address = [h for h in topology.hosts if h.address is not None]
     state.add_link(Link(scope=scope, name=UNDERLAY_BRIDGE, kind="bridge", up=True,
-                        mtu=max(h.mtu for h in with_address), stp=False, owner=owner))
+                        mtu=max(h.mtu for h in with_address), mac=derived_mac(owner, "underlay"), stp=False,
+                        owner=owner))
     for host in with_address:
         if host.name not in realisation.hosts:
             continue
@@ -58,7 +58,7 @@ def _vxlan(state: State, topology: Topology, realisation: "Realisation", overlay
     device = overlay.device
     subnet = overlay.subnet_of(host.name)
     state.add_link(Link(
-        scope=scope, name=device, kind="vxlan", up=True, mtu=host.mtu - VXLAN_OVERHEAD,
+        scope=scope, name=device, kind="vxlan", up=True, mtu=host.mtu - vxlan_overhead(host),
         mac=vtep_mac(owner, overlay.name, host.name), owner=owner,
         vxlan=Vxlan(vni=overlay.vni, port=overlay.port, local=host.address.ip, learning=False,
                     underlay=underlay_interface(host, realisation.emulate)),

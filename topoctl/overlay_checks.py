@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .model import VXLAN_OVERHEAD, Place, Topology
+from .model import Place, Topology, vxlan_overhead
 
 Report = Callable[..., None]
 
@@ -17,6 +17,7 @@ def check_overlays(topology: Topology, by_place: dict, report: Report) -> None:
         if host.address is not None:
             claimed.append((host.address.network, f"the underlay of host {host.name!r}", host.origin + ("address",)))
     vxlan_ports: dict[tuple[int, int], str] = {}
+    mtu_reported: set[str] = set()
 
     for overlay in topology.overlays:
         if overlay.name in names:
@@ -40,15 +41,17 @@ def check_overlays(topology: Topology, by_place: dict, report: Report) -> None:
                 continue
             if host.address is None:
                 report(path, f"overlay {overlay.name!r}: host {host_name!r} has no underlay address",
-                       f"give it one: hosts: {{{host_name}: {{address: 10.168.0.2/24}}}}", key=True)
-            elif overlay.type == "vxlan" and host.mtu - VXLAN_OVERHEAD < 68:
-                report(host.origin + ("mtu",), f"underlay MTU {host.mtu} leaves {host.mtu - VXLAN_OVERHEAD} for VXLAN; "
-                       "the kernel needs at least 68")
+                       f"give it one: hosts: {{{host_name}: {{address: <its underlay address>/<prefix>}}}}", key=True)
+            elif overlay.type == "vxlan" and host.mtu - vxlan_overhead(host) < 68 and host.name not in mtu_reported:
+                mtu_reported.add(host.name)
+                report(host.origin + ("mtu",), f"underlay MTU {host.mtu} leaves {host.mtu - vxlan_overhead(host)} for "
+                       "VXLAN; the kernel needs at least 68")
             for network, what, _ in claimed:
                 if subnet.version == network.version and subnet.overlaps(network):
                     report(path, f"subnet {subnet} of host {host_name!r} overlaps {network} ({what})")
             claimed.append((subnet, f"host {host_name!r} in overlay {overlay.name!r}", path))
             _check_container_addresses(topology, by_place, overlay.name, host_name, subnet, report)
+        _check_families(topology, overlay, report)
         if overlay.type == "host-gw":
             _check_shared_underlay(topology, overlay, report)
 
@@ -65,6 +68,19 @@ def _check_container_addresses(topology: Topology, by_place: dict, overlay: str,
                     report(base + ("addresses", i), f"{address.ip} on {name} in namespace {ns.name!r} is outside "
                            f"{subnet}, the subnet overlay {overlay!r} gives host {host!r}",
                            "the other hosts route only that subnet to this host")
+
+
+def _check_families(topology: Topology, overlay, report: Report) -> None:
+    """One overlay speaks one address family for its subnets, and one for its underlay."""
+    subnet_families = {subnet.version for _, subnet in overlay.subnets}
+    if len(subnet_families) > 1:
+        report(overlay.origin + ("subnets",), f"overlay {overlay.name!r} mixes IPv4 and IPv6 subnets",
+               "use one overlay per address family")
+    hosts = [topology.host(name) for name, _ in overlay.subnets]
+    underlay_families = {h.address.version for h in hosts if h is not None and h.address is not None}
+    if len(underlay_families) > 1:
+        report(overlay.origin + ("subnets",), f"overlay {overlay.name!r} joins hosts with IPv4 and IPv6 underlay "
+               "addresses; every host must reach the others over one family")
 
 
 def _check_shared_underlay(topology: Topology, overlay, report: Report) -> None:

@@ -95,8 +95,18 @@ def _owned_view(state: State, topology: str) -> dict:
                        for n in sorted(state.namespaces.values(), key=lambda n: n.name) if n.name in owned_ns],
         "links": [{"netns": link.scope, "name": link.name, "kind": link.kind, "state": "up" if link.up else "down",
                    "mtu": link.mtu, "mac": link.mac, "master": link.master,
-                   "peer": {"netns": link.peer[0], "name": link.peer[1]} if link.peer else None}
+                   "peer": {"netns": link.peer[0], "name": link.peer[1]} if link.peer else None,
+                   **({"vxlan": {"vni": link.vxlan.vni, "port": link.vxlan.port,
+                                 "local": str(link.vxlan.local) if link.vxlan.local else None,
+                                 "learning": link.vxlan.learning, "underlay": link.vxlan.underlay}}
+                      if link.vxlan else {})}
                   for link in sorted(links, key=lambda k: (k.scope or "", k.name))],
+        "neighbours": [{"netns": n.scope, "dev": n.dev, "ip": str(n.ip), "mac": n.mac}
+                       for n in sorted(state.neighbours, key=lambda n: (n.scope or "", n.dev, str(n.ip)))
+                       if (n.scope, n.dev) in link_keys],
+        "fdb": [{"netns": f.scope, "dev": f.dev, "mac": f.mac, "dst": str(f.dst)}
+                for f in sorted(state.fdb, key=lambda f: (f.scope or "", f.dev, f.mac, str(f.dst)))
+                if (f.scope, f.dev) in link_keys],
         "addresses": [{"netns": a.scope, "link": a.link, "address": str(a.interface)}
                       for a in sorted(state.addresses, key=lambda a: (a.scope or "", a.link, str(a.interface)))
                       if (a.scope, a.link) in link_keys and not (a.interface.version == 6 and a.interface.ip.is_link_local)
@@ -141,6 +151,15 @@ def print_state(console: Console, state: State, context) -> None:
         table.add_row(escape(scope_label(r["netns"])), "default" if r["to"] in ("0.0.0.0/0", "::/0") else r["to"],
                       r["via"] or "", escape(r["dev"] or ""), str(r["metric"]))
     console.print(table)
+    if view["neighbours"] or view["fdb"]:
+        table = Table(title="VXLAN peers (neighbour and FDB entries)", title_justify="left")
+        for column in ("netns", "dev", "remote VTEP", "VTEP MAC", "underlay dst"):
+            table.add_column(column)
+        dst_of = {(f["netns"], f["dev"], f["mac"]): f["dst"] for f in view["fdb"]}
+        for n in view["neighbours"]:
+            table.add_row(escape(scope_label(n["netns"])), escape(n["dev"]), n["ip"], n["mac"],
+                          dst_of.get((n["netns"], n["dev"], n["mac"]), "[red]missing[/red]"))
+        console.print(table)
     if view["sysctls"]:
         table = Table(title="Sysctls", title_justify="left")
         for column in ("netns", "key", "value"):

@@ -153,3 +153,31 @@ def test_overlay_validation(case):
     messages = [d.message for d in caught.value.diagnostics]
     assert any(words in m for m in messages), messages
     assert all(d.line > 0 for d in caught.value.diagnostics)
+
+
+def test_underlay_names_are_reserved():
+    text = cluster(2).replace("  node2:", "  underlay:").replace("node2: 10.244.2.0/24", "underlay: 10.244.2.0/24")
+    with pytest.raises(InvalidTopology, match="1 problem"):
+        load_text(text, "c.yaml")
+    with pytest.raises(InvalidTopology) as caught:
+        load_text(cluster(2, extra="namespaces: {c-underlay: {host: node1}}\n"), "c.yaml")
+    assert "reserved" in caught.value.diagnostics[0].message
+
+
+def test_mixed_families_are_rejected():
+    text = cluster(2).replace("node2: 10.244.2.0/24", "node2: 'fd00:2::/64'")
+    with pytest.raises(InvalidTopology) as caught:
+        load_text(text, "c.yaml")
+    assert any("mixes IPv4 and IPv6" in d.message for d in caught.value.diagnostics)
+
+
+def test_a_real_host_route_may_name_any_underlay_device_when_the_file_names_none():
+    text = cluster(2, "host-gw", extra="routes:\n  - {host: node1, to: 10.99.0.0/16, via: 10.168.0.9, dev: ens3}\n")
+    topology = load_text(text, "c.yaml")
+    assert topology.routes[0].route.dev == "ens3"
+
+
+def test_an_ipv6_underlay_leaves_70_bytes_for_vxlan():
+    text = cluster(2).replace("10.168.0.2/24", "'fd10::2/64'").replace("10.168.0.3/24", "'fd10::3/64'")
+    desired = context(text).desired
+    assert desired.links[("c-node1", "flannel.1")].mtu == 1430

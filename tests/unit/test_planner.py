@@ -123,10 +123,21 @@ def test_declared_mac_drift_is_changed_but_undeclared_mac_is_not_managed():
     live = as_live(ctx.desired)
     assert ctx.desired.links[("nginx-1", "eth0")].mac == "02:42:ac:11:00:02"  # canonical form
     live.links[("nginx-1", "eth0")] = replace(live.links[("nginx-1", "eth0")], mac="02:42:ac:11:00:99")
-    live.links[(HOST, "docker0")] = replace(live.links[(HOST, "docker0")], mac="aa:bb:cc:dd:ee:ff")
+    live.links[(HOST, "veth-nginx1")] = replace(live.links[(HOST, "veth-nginx1")], mac="aa:bb:cc:dd:ee:ff")
     the_plan = plan(ctx.desired, live, "demo")
     assert kinds(the_plan) == ["SetLink"]
     assert the_plan.actions[0].link.name == "eth0"
+
+
+def test_a_bridge_always_has_a_fixed_mac_so_it_cannot_drift_with_its_ports():
+    ctx = context()
+    bridge = ctx.desired.links[(HOST, "docker0")]
+    assert bridge.mac is not None and bridge.mac == context().desired.links[(HOST, "docker0")].mac
+    assert int(bridge.mac[:2], 16) & 0x03 == 0x02  # locally administered unicast
+    live = as_live(ctx.desired)
+    live.links[(HOST, "docker0")] = replace(live.links[(HOST, "docker0")], mac="aa:bb:cc:dd:ee:ff")
+    (action,) = plan(ctx.desired, live, "demo").actions
+    assert [c.attribute for c in action.changes] == ["mac"]
 
 
 def test_missing_veth_end_replaces_the_pair():

@@ -19,7 +19,7 @@ ip -n nginx-2 link set dev lo up
 # 3. + bridge docker0 in (root)
 brctl addbr docker0
 brctl stp docker0 off
-ip link set dev docker0 mtu 1500
+ip link set dev docker0 mtu 1500 address da:6f:4b:83:09:56
 ip link set dev docker0 alias topoctl:docker0 up
 
 # 4. + veth veth-nginx1 in (root) <-> eth0 in nginx-1

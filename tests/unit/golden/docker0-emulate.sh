@@ -23,7 +23,7 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' local "$(
 ip -n nginx-2 link set dev lo up
 
 # 4. + bridge docker0 in docker0-local
-ip -n docker0-local link add name docker0 mtu 1500 type bridge stp_state 0
+ip -n docker0-local link add name docker0 mtu 1500 address da:6f:4b:83:09:56 type bridge stp_state 0
 ip -n docker0-local link set dev docker0 alias topoctl:docker0 up
 
 # 5. + veth veth-nginx1 in docker0-local <-> eth0 in nginx-1

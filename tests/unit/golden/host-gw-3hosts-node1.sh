@@ -11,7 +11,7 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' node1 "$(
 ip -n app-1 link set dev lo up
 
 # 2. + bridge cni0 in (root)
-ip link add name cni0 mtu 1500 type bridge stp_state 0
+ip link add name cni0 mtu 1500 address 46:59:54:e3:7a:89 type bridge stp_state 0
 ip link set dev cni0 alias topoctl:hostgw3 up
 
 # 3. + veth veth-app1 in (root) <-> eth0 in app-1

@@ -25,13 +25,13 @@ ip -n router link set dev lo up
 # 4. + bridge br-blue in (root)
 brctl addbr br-blue
 brctl stp br-blue off
-ip link set dev br-blue mtu 1500
+ip link set dev br-blue mtu 1500 address 0e:ed:81:38:65:d5
 ip link set dev br-blue alias topoctl:routed up
 
 # 5. + bridge br-red in (root)
 brctl addbr br-red
 brctl stp br-red off
-ip link set dev br-red mtu 1500
+ip link set dev br-red mtu 1500 address 3e:03:ce:a1:1b:f6
 ip link set dev br-red alias topoctl:routed up
 
 # 6. + veth rt-blue in (root) <-> eth-blue in router

@@ -29,11 +29,11 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' local "$(
 ip -n router link set dev lo up
 
 # 5. + bridge br-blue in routed-local
-ip -n routed-local link add name br-blue mtu 1500 type bridge stp_state 0
+ip -n routed-local link add name br-blue mtu 1500 address 0e:ed:81:38:65:d5 type bridge stp_state 0
 ip -n routed-local link set dev br-blue alias topoctl:routed up
 
 # 6. + bridge br-red in routed-local
-ip -n routed-local link add name br-red mtu 1500 type bridge stp_state 0
+ip -n routed-local link add name br-red mtu 1500 address 3e:03:ce:a1:1b:f6 type bridge stp_state 0
 ip -n routed-local link set dev br-red alias topoctl:routed up
 
 # 7. + veth eth0 in blue-1 <-> veth-blue1 in routed-local

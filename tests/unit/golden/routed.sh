@@ -23,11 +23,11 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' local "$(
 ip -n router link set dev lo up
 
 # 4. + bridge br-blue in (root)
-ip link add name br-blue mtu 1500 type bridge stp_state 0
+ip link add name br-blue mtu 1500 address 0e:ed:81:38:65:d5 type bridge stp_state 0
 ip link set dev br-blue alias topoctl:routed up
 
 # 5. + bridge br-red in (root)
-ip link add name br-red mtu 1500 type bridge stp_state 0
+ip link add name br-red mtu 1500 address 3e:03:ce:a1:1b:f6 type bridge stp_state 0
 ip link set dev br-red alias topoctl:routed up
 
 # 6. + veth rt-blue in (root) <-> eth-blue in router

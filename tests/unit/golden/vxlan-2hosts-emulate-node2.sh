@@ -32,13 +32,13 @@ ip -n vxlan2-underlay link set dev lo up
 fi
 
 # 5. + bridge cni0 in vxlan2-node2
-ip -n vxlan2-node2 link add name cni0 mtu 1450 type bridge stp_state 0
+ip -n vxlan2-node2 link add name cni0 mtu 1450 address de:6a:8e:99:9a:06 type bridge stp_state 0
 ip -n vxlan2-node2 link set dev cni0 alias topoctl:vxlan2 up
 
 # 6. + bridge br-underlay in vxlan2-underlay
 # shared by the hosts of this file: made by whichever host's script runs first
 if ! ip -n vxlan2-underlay link show dev br-underlay >/dev/null 2>&1; then
-ip -n vxlan2-underlay link add name br-underlay mtu 1500 type bridge stp_state 0
+ip -n vxlan2-underlay link add name br-underlay mtu 1500 address 76:b0:79:6a:df:80 type bridge stp_state 0
 ip -n vxlan2-underlay link set dev br-underlay alias topoctl:vxlan2 up
 fi
 
@@ -52,10 +52,10 @@ ip -n db-2 link add name eth0 mtu 1450 type veth peer name veth-db2 mtu 1450 net
 ip -n db-2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db2 alias topoctl:vxlan2 master cni0 up
 
-# 9. + veth eth0 in vxlan2-node2 <-> node2 in vxlan2-underlay
-ip -n vxlan2-node2 link add name eth0 mtu 1500 type veth peer name node2 mtu 1500 netns vxlan2-underlay
+# 9. + veth eth0 in vxlan2-node2 <-> u-node2 in vxlan2-underlay
+ip -n vxlan2-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns vxlan2-underlay
 ip -n vxlan2-node2 link set dev eth0 alias topoctl:vxlan2 up
-ip -n vxlan2-underlay link set dev node2 alias topoctl:vxlan2 master br-underlay up
+ip -n vxlan2-underlay link set dev u-node2 alias topoctl:vxlan2 master br-underlay up
 
 # 10. + vxlan flannel.1 in vxlan2-node2
 ip -n vxlan2-node2 link add name flannel.1 mtu 1450 address 4a:e4:47:24:6a:7b type vxlan id 1 dstport 8472 local 10.168.0.3 dev eth0 nolearning

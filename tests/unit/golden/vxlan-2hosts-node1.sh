@@ -17,7 +17,7 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' node1 "$(
 ip -n web-2 link set dev lo up
 
 # 3. + bridge cni0 in (root)
-ip link add name cni0 mtu 1450 type bridge stp_state 0
+ip link add name cni0 mtu 1450 address 22:66:3e:0d:e8:c3 type bridge stp_state 0
 ip link set dev cni0 alias topoctl:vxlan2 up
 
 # 4. + veth veth-web1 in (root) <-> eth0 in web-1

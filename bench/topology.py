@@ -1,0 +1,54 @@
+"""The benchmark topology: docker0-style, N containers on one bridge."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+SUBNET = ipaddress.ip_network("10.128.0.0/16")
+
+
+@dataclass(frozen=True)
+class BenchTopology:
+    n: int
+    tag: str  # keeps names unique on the machine
+
+    @property
+    def name(self) -> str:
+        return f"bench{self.n}-{self.tag}"
+
+    @property
+    def host_ns(self) -> str:
+        return f"{self.name}-local"
+
+    def container(self, i: int) -> str:
+        return f"b{self.tag}-{self.n}-c{i}"
+
+    def address(self, i: int) -> ipaddress.IPv4Interface:
+        return ipaddress.ip_interface(f"{SUBNET.network_address + i + 2}/{SUBNET.prefixlen}")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Interface:
+        return ipaddress.ip_interface(f"{SUBNET.network_address + 1}/{SUBNET.prefixlen}")
+
+    def port(self, i: int) -> str:
+        return f"v{i}"
+
+    def document(self) -> dict:
+        return {
+            "apiVersion": "topoctl/v1", "kind": "Topology", "name": self.name,
+            "bridges": {"br0": {"addresses": [str(self.gateway)]}},
+            "namespaces": {self.container(i): {"routes": [{"to": "default", "via": str(self.gateway.ip)}]}
+                           for i in range(self.n)},
+            "links": [{"type": "veth", "endpoints": [
+                {"namespace": self.container(i), "name": "eth0", "addresses": [str(self.address(i))]},
+                {"bridge": "br0", "name": self.port(i)}]} for i in range(self.n)],
+        }
+
+    def write(self, folder: Path) -> Path:
+        path = folder / f"{self.name}.yaml"
+        path.write_text(yaml.safe_dump(self.document(), sort_keys=False))
+        return path
