@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable
 
-from .model import IPInterface, Place, Route, Topology, place_of, vtep_address
+from .model import DEFAULT_UNDERLAY_INTERFACE, IPInterface, Place, Route, Topology, place_of, vtep_address
 from .overlay_checks import check_overlays
 from .state import route_family_default_metric
 
@@ -21,7 +21,7 @@ def check_topology(topology: Topology, report: Report) -> None:
     _check_reserved_names(topology, report)
     check_overlays(topology, interfaces, report)
     _check_endpoints(topology, report)
-    _check_interface_names(interfaces, report)
+    _check_interface_names(topology, interfaces, report)
     _check_addresses(topology, interfaces, report)
     _check_routes(topology, interfaces, report)
 
@@ -95,12 +95,17 @@ def _where(place: Place) -> str:
     return f"namespace {place.namespace!r}" if place.namespace else f"host {place.host!r}"
 
 
-def _check_interface_names(by_place: dict, report: Report) -> None:
+def _check_interface_names(topology: Topology, by_place: dict, report: Report) -> None:
     for place, interfaces in by_place.items():
+        host = topology.host(place.host) if place.namespace is None else None
+        underlay_unnamed = host is not None and host.address is not None and host.interface is None
         seen: dict[str, tuple] = {}
         for name, origin, _ in interfaces:
             if name is None:
                 continue
+            if underlay_unnamed and name == DEFAULT_UNDERLAY_INTERFACE:
+                report(origin, f"{name!r} in host {place.host!r} is the underlay interface --emulate creates",
+                       f"name the real underlay interface: hosts: {{{place.host}: {{interface: ...}}}}, or rename this one")
             if name == "lo":
                 report(origin, f"'lo' is the loopback device of {_where(place)}; a link cannot be named so")
             if name in seen:

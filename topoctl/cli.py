@@ -19,8 +19,9 @@ app = typer.Typer(
     help="Declarative topology-as-code for Linux container networking.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji off: a MAC such as a6:ab:75:... must not turn into a picture.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class Output(str, Enum):

@@ -181,3 +181,12 @@ def test_an_ipv6_underlay_leaves_70_bytes_for_vxlan():
     text = cluster(2).replace("10.168.0.2/24", "'fd10::2/64'").replace("10.168.0.3/24", "'fd10::3/64'")
     desired = context(text).desired
     assert desired.links[("c-node1", "flannel.1")].mtu == 1430
+
+
+def test_an_interface_named_like_the_emulated_underlay_needs_the_real_one_named():
+    text = cluster(2, extra="bridges:\n  eth0: {host: node1}\n")
+    with pytest.raises(InvalidTopology) as caught:
+        load_text(text, "c.yaml")
+    assert "is the underlay interface --emulate creates" in caught.value.diagnostics[0].message
+    load_text(text.replace("  node1: {address: 10.168.0.2/24}", "  node1: {address: 10.168.0.2/24, interface: ens3}"),
+              "c.yaml")
