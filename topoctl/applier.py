@@ -136,7 +136,7 @@ def _settle(kernel: Kernel, context: Context, deleted: list[str], live: State) -
         remaining = []
         for link in waiting:
             try:
-                if kernel.rtnl(link.scope).link_lookup(ifname=link.name):
+                if kernel.rtnl(link.scope).link_index(link.name) is not None:
                     remaining.append(link)
             except KernelError:
                 pass  # its own namespace is gone too

@@ -1,8 +1,8 @@
 """The kernel layer: netlink sockets for every namespace, and the execution of plan actions.
 
-With netns.py and observe.py, the only code that imports pyroute2. One IPRoute per namespace
-is opened on first use (its socket made inside the namespace by a setns thread, no fork) and
-kept for the whole run.
+With netns.py, rtnl.py and observe.py, the only code that talks to the kernel. One rtnetlink
+socket per namespace, opened inside it by a thread that setns()s there (no fork), kept for the
+whole run; sockets for many namespaces are opened by one thread entering each in turn.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Callable
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import Callable, Iterable
 
 from . import netns as ns
 from .actions import (
@@ -28,20 +25,50 @@ from .actions import (
     CreateVxlan,
     DeleteAddress,
     DeleteFdb,
-    DeleteNeighbour,
     DeleteLink,
     DeleteNamespace,
+    DeleteNeighbour,
     DeleteRoute,
     ReplaceRoute,
     SetLink,
     SetSysctl,
 )
 from .errors import KernelError, PermissionDenied
+from .rtnl import (
+    AF_BRIDGE,
+    IFA_F_NODAD,
+    IFLA_ADDRESS,
+    IFLA_BR_STP_STATE,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_LINKINFO,
+    IFLA_INFO_DATA,
+    IFLA_INFO_KIND,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_NET_NS_FD,
+    IFLA_VXLAN_ID,
+    IFLA_VXLAN_LEARNING,
+    IFLA_VXLAN_LINK,
+    IFLA_VXLAN_LOCAL,
+    IFLA_VXLAN_LOCAL6,
+    IFLA_VXLAN_PORT,
+    NTF_SELF,
+    NUD_NOARP,
+    NUD_PERMANENT,
+    VETH_INFO_PEER,
+    NetlinkError,
+    Rtnl,
+    attr,
+    attr_str,
+    attr_u8,
+    attr_u32,
+    ifinfo,
+    mac_bytes,
+    nest,
+)
 from .state import Address, Fdb, Link, Neighbour, RouteEntry, Scope, owner_alias, route_record_key, scope_label
 
-NETLINK_ROUTE = 0
-IFA_F_NODAD = 0x02
-NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 0x04
 
 
@@ -49,12 +76,21 @@ def sysctl_path(key: str) -> str:
     return "/proc/sys/" + key.replace(".", "/")
 
 
+def _read_sysctl(key: str) -> str | None:
+    try:
+        with open(sysctl_path(key), encoding="ascii") as src:
+            return " ".join(src.read().split())
+    except FileNotFoundError:
+        return None
+
+
 class Kernel:
-    """Netlink sockets by namespace, opened lazily and closed together."""
+    """Netlink sockets by namespace, opened on demand (or many at once) and closed together."""
 
     def __init__(self) -> None:
-        self._rtnl: dict[Scope, IPRoute] = {}
+        self._rtnl: dict[Scope, Rtnl] = {}
         self._nsids: dict[tuple[Scope, Scope], int | None] = {}
+        self._index: dict[tuple[Scope, str], int] = {}
         self.writes = 0  # kernel changes made through this object: a second apply must make none
 
     def __enter__(self) -> "Kernel":
@@ -63,23 +99,30 @@ class Kernel:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def rtnl(self, scope: Scope) -> IPRoute:
-        ipr = self._rtnl.get(scope)
-        if ipr is None:
+    def open(self, scopes: Iterable[Scope]) -> None:
+        """Sockets for all these namespaces (those that exist), made by one thread."""
+        missing = [s for s in scopes if s is not None and s not in self._rtnl]
+        opened = ns.run_in_each(missing, lambda _: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+        for scope, sock in opened.items():
+            self._rtnl[scope] = Rtnl(sock)
+
+    def rtnl(self, scope: Scope) -> Rtnl:
+        handle = self._rtnl.get(scope)
+        if handle is None:
             if scope is None:
-                ipr = IPRoute()
+                handle = Rtnl.open()
             else:
-                sock = ns.run_in_netns(scope, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-                ipr = IPRoute(fileno=sock.detach())
-            self._rtnl[scope] = ipr
-        return ipr
+                handle = Rtnl(ns.run_in_netns(scope, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)))
+            self._rtnl[scope] = handle
+        return handle
 
     def close_scope(self, scope: Scope) -> None:
         """Close our socket in a namespace; an open socket would keep a deleted namespace alive."""
         self._nsids = {k: v for k, v in self._nsids.items() if scope not in k}
-        ipr = self._rtnl.pop(scope, None)
-        if ipr is not None:
-            ipr.close()
+        self._index = {k: v for k, v in self._index.items() if k[0] != scope}
+        handle = self._rtnl.pop(scope, None)
+        if handle is not None:
+            handle.close()
 
     def close(self) -> None:
         for scope in list(self._rtnl):
@@ -87,33 +130,49 @@ class Kernel:
 
     # -- lookups -------------------------------------------------------------------------
 
+    def remember(self, scope: Scope, names: dict[str, int]) -> None:
+        """Interface indexes read by a dump, so that actions need no lookup of their own."""
+        for name, index in names.items():
+            self._index[(scope, name)] = index
+
+    def forget(self, scope: Scope, name: str) -> None:
+        self._index.pop((scope, name), None)
+
     def nsid_of(self, seen_from: Scope, target: Scope) -> int | None:
         """The id namespace `seen_from` gives `target` (what veths report as link_netnsid)."""
         key = (seen_from, target)
         if key not in self._nsids:
             fd = ns.open_netns(target)
             try:
-                reply = self.rtnl(seen_from).get_netnsid(fd=fd)
+                self._nsids[key] = self.rtnl(seen_from).nsid_of(fd)
             finally:
                 os.close(fd)
-            nsid = reply.get("nsid") if reply else None
-            self._nsids[key] = nsid if nsid is not None and nsid >= 0 else None
         return self._nsids[key]
 
     def index_of(self, scope: Scope, name: str) -> int:
-        found = self.rtnl(scope).link_lookup(ifname=name)
-        if not found:
-            raise KernelError(f"interface {name} not found in {scope_label(scope)}")
-        return found[0]
+        index = self._index.get((scope, name))
+        if index is None:
+            index = self.rtnl(scope).link_index(name)
+            if index is None:
+                raise KernelError(f"interface {name} not found in {scope_label(scope)}")
+            self._index[(scope, name)] = index
+        return index
 
-    def read_sysctl(self, scope: Scope, key: str) -> str | None:
-        def read() -> str | None:
-            try:
-                with open(sysctl_path(key), encoding="ascii") as src:
-                    return " ".join(src.read().split())
-            except FileNotFoundError:
-                return None
-        return ns.run_in_netns(scope, read)
+    def read_sysctls(self, wanted: Iterable[tuple[Scope, str]]) -> dict[tuple[Scope, str], str]:
+        """The values of many sysctls, read by one thread entering each namespace once."""
+        by_scope: dict[Scope, list[str]] = {}
+        for scope, key in wanted:
+            by_scope.setdefault(scope, []).append(key)
+        found: dict[tuple[Scope, str], str] = {}
+        for key in by_scope.pop(None, []):
+            value = _read_sysctl(key)
+            if value is not None:
+                found[(None, key)] = value
+        values = ns.run_in_each([s for s in by_scope if s is not None],
+                                lambda scope: {key: _read_sysctl(key) for key in by_scope[scope]})
+        for scope, keys in values.items():
+            found.update({(scope, key): value for key, value in keys.items() if value is not None})
+        return found
 
     def write_sysctl(self, scope: Scope, key: str, value: str) -> None:
         def write() -> None:
@@ -134,33 +193,35 @@ def local_addresses() -> set:
     """The addresses of this machine's own namespace (no privileges needed to read them)."""
     import ipaddress
 
-    with IPRoute() as ipr:
-        return {ipaddress.ip_address(msg.get("local") or msg.get("address")) for msg in ipr.addr("dump")
-                if msg.get("local") or msg.get("address")}
+    handle = Rtnl.open()
+    try:
+        return {ipaddress.ip_address(a.address) for a in handle.addresses() if a.address}
+    finally:
+        handle.close()
 
 
 # -- executing actions ---------------------------------------------------------------------
 
-def _link_attrs(link: Link) -> dict:
-    attrs: dict = {"mtu": link.mtu} if link.mtu is not None else {}
+def _link_attrs(link: Link) -> bytes:
+    out = attr_u32(IFLA_MTU, link.mtu) if link.mtu is not None else b""
     if link.mac is not None:
-        attrs["address"] = link.mac
-    return attrs
+        out += attr(IFLA_ADDRESS, mac_bytes(link.mac))
+    return out
 
 
 def _finish_link(kernel: Kernel, link: Link, topology: str) -> None:
     """Mark a new link as ours, attach it, and set its state: one netlink request."""
-    attrs: dict = {"ifalias": owner_alias(topology), "state": "up" if link.up else "down"}
+    attributes = attr_str(IFLA_IFALIAS, owner_alias(topology))
     if link.master is not None:
-        attrs["master"] = kernel.index_of(link.scope, link.master)
-    kernel.rtnl(link.scope).link("set", index=kernel.index_of(link.scope, link.name), **attrs)
+        attributes += attr_u32(IFLA_MASTER, kernel.index_of(link.scope, link.master))
+    kernel.rtnl(link.scope).link_set(kernel.index_of(link.scope, link.name), up=link.up, attributes=attributes)
 
 
 def _create_namespace(kernel: Kernel, action: CreateNamespace, topology: str) -> None:
     name = action.netns.name
     ns.create_netns(name)
     ns.record_netns(name, ns.NetnsRecord(topology, action.netns.host or "", action.netns.role, ns.netns_inode(name)))
-    kernel.rtnl(name).link("set", index=kernel.index_of(name, "lo"), state="up")
+    kernel.rtnl(name).link_set(1, up=True)  # lo is always index 1 in a new namespace
 
 
 def _delete_namespace(kernel: Kernel, action: DeleteNamespace, topology: str) -> None:
@@ -170,80 +231,94 @@ def _delete_namespace(kernel: Kernel, action: DeleteNamespace, topology: str) ->
 
 def _create_bridge(kernel: Kernel, action: CreateBridge, topology: str) -> None:
     link = action.link
-    kernel.rtnl(link.scope).link("add", ifname=link.name, kind="bridge", br_stp_state=1 if link.stp else 0,
-                                 **_link_attrs(link))
+    kernel.rtnl(link.scope).link_add(link.name, "bridge", _link_attrs(link),
+                                     attr_u32(IFLA_BR_STP_STATE, 1 if link.stp else 0))
     _finish_link(kernel, link, topology)
 
 
 def _create_veth(kernel: Kernel, action: CreateVeth, topology: str) -> None:
     first, second = action.ordered()
-    peer: dict = {"ifname": second.name, **_link_attrs(second)}
+    peer = attr_str(IFLA_IFNAME, second.name) + _link_attrs(second)
+    fd = None
     if second.scope != first.scope:
-        peer["net_ns_fd"] = second.scope
-    kernel.rtnl(first.scope).link("add", ifname=first.name, kind="veth", peer=peer, **_link_attrs(first))
+        fd = ns.open_netns(second.scope)
+        peer += attr_u32(IFLA_NET_NS_FD, fd)
+    try:
+        kernel.rtnl(first.scope).link_add(first.name, "veth", _link_attrs(first), nest(VETH_INFO_PEER, ifinfo() + peer))
+    finally:
+        if fd is not None:
+            os.close(fd)
     _finish_link(kernel, first, topology)
     _finish_link(kernel, second, topology)
 
 
+def _vxlan_local(address) -> bytes:
+    return attr(IFLA_VXLAN_LOCAL if address.version == 4 else IFLA_VXLAN_LOCAL6, address.packed)
+
+
 def _create_vxlan(kernel: Kernel, action: CreateVxlan, topology: str) -> None:
     link, vx = action.link, action.link.vxlan
-    attrs: dict = {"vxlan_id": vx.vni, "vxlan_port": vx.port, "vxlan_learning": 1 if vx.learning else 0}
+    data = (attr_u32(IFLA_VXLAN_ID, vx.vni) + attr(IFLA_VXLAN_PORT, vx.port.to_bytes(2, "big"))
+            + attr_u8(IFLA_VXLAN_LEARNING, 1 if vx.learning else 0))
     if vx.local is not None:
-        attrs["vxlan_local" if vx.local.version == 4 else "vxlan_local6"] = str(vx.local)
+        data += _vxlan_local(vx.local)
     if vx.underlay is not None:
-        attrs["vxlan_link"] = kernel.index_of(link.scope, vx.underlay)
-    kernel.rtnl(link.scope).link("add", ifname=link.name, kind="vxlan", **attrs, **_link_attrs(link))
+        data += attr_u32(IFLA_VXLAN_LINK, kernel.index_of(link.scope, vx.underlay))
+    kernel.rtnl(link.scope).link_add(link.name, "vxlan", _link_attrs(link), data)
     _finish_link(kernel, link, topology)
 
 
 def _neighbour_request(kernel: Kernel, n: Neighbour, verb: str) -> None:
-    attrs: dict = {"ifindex": kernel.index_of(n.scope, n.dev), "dst": str(n.ip),
-                   "family": socket.AF_INET6 if n.ip.version == 6 else socket.AF_INET}
-    if verb != "del":
-        attrs.update(lladdr=n.mac, state=NUD_PERMANENT)
-    kernel.rtnl(n.scope).neigh(verb, **attrs)
+    family = socket.AF_INET6 if n.ip.version == 6 else socket.AF_INET
+    kernel.rtnl(n.scope).neighbour(verb, family, kernel.index_of(n.scope, n.dev), n.ip.packed,
+                                   n.mac if verb != "del" else None)
 
 
 def _fdb_request(kernel: Kernel, f: Fdb, verb: str) -> None:
-    kernel.rtnl(f.scope).fdb(verb, ifindex=kernel.index_of(f.scope, f.dev), lladdr=f.mac, dst=str(f.dst))
+    kernel.rtnl(f.scope).neighbour(verb, AF_BRIDGE, kernel.index_of(f.scope, f.dev), f.dst.packed, f.mac,
+                                   state=NUD_PERMANENT | NUD_NOARP, flags=NTF_SELF)
 
 
 def _delete_link(kernel: Kernel, action: DeleteLink, topology: str) -> None:
     link = action.link
     try:
-        kernel.rtnl(link.scope).link("del", index=kernel.index_of(link.scope, link.name))
+        kernel.rtnl(link.scope).link_del(kernel.index_of(link.scope, link.name))
     except KernelError:
         pass  # already gone with its veth peer or its namespace: the goal is met
     except NetlinkError as err:
         if err.code != errno.ENODEV:
             raise
+    kernel.forget(link.scope, link.name)
+    if link.kind == "veth" and link.peer is not None:
+        kernel.forget(*link.peer)
 
 
 def _set_link(kernel: Kernel, action: SetLink, topology: str) -> None:
     link = action.link
     index = kernel.index_of(link.scope, link.name)
-    attrs: dict = {}
+    attributes, up, vxlan = b"", None, b""
     for change in action.changes:
         if change.attribute == "mtu":
-            attrs["mtu"] = change.new
+            attributes += attr_u32(IFLA_MTU, change.new)
         elif change.attribute == "mac":
-            attrs["address"] = change.new
+            attributes += attr(IFLA_ADDRESS, mac_bytes(change.new))
         elif change.attribute == "master":
-            attrs["master"] = kernel.index_of(link.scope, change.new) if change.new else 0
+            attributes += attr_u32(IFLA_MASTER, kernel.index_of(link.scope, change.new) if change.new else 0)
         elif change.attribute == "up":
-            attrs["state"] = "up" if change.new else "down"
+            up = bool(change.new)
         elif change.attribute == "stp":
-            kernel.rtnl(link.scope).link("set", index=index, kind="bridge", br_stp_state=1 if change.new else 0)
+            kernel.rtnl(link.scope).link_set(index, kind="bridge",
+                                             data=attr_u32(IFLA_BR_STP_STATE, 1 if change.new else 0))
         elif change.attribute == "local":
-            key = "vxlan_local" if change.new.version == 4 else "vxlan_local6"
-            kernel.rtnl(link.scope).link("set", index=index, kind="vxlan", **{key: str(change.new)})
+            vxlan += _vxlan_local(change.new)
         elif change.attribute == "learning":
-            kernel.rtnl(link.scope).link("set", index=index, kind="vxlan", vxlan_learning=1 if change.new else 0)
+            vxlan += attr_u8(IFLA_VXLAN_LEARNING, 1 if change.new else 0)
         elif change.attribute == "underlay":
-            kernel.rtnl(link.scope).link("set", index=index, kind="vxlan",
-                                         vxlan_link=kernel.index_of(link.scope, change.new))
-    if attrs:
-        kernel.rtnl(link.scope).link("set", index=index, **attrs)
+            vxlan += attr_u32(IFLA_VXLAN_LINK, kernel.index_of(link.scope, change.new))
+    if vxlan:
+        kernel.rtnl(link.scope).link_set(index, kind="vxlan", data=vxlan)
+    if attributes or up is not None:
+        kernel.rtnl(link.scope).link_set(index, up=up, attributes=attributes)
 
 
 def _set_sysctl(kernel: Kernel, action: SetSysctl, topology: str) -> None:
@@ -252,29 +327,22 @@ def _set_sysctl(kernel: Kernel, action: SetSysctl, topology: str) -> None:
     kernel.write_sysctl(action.scope, action.key, action.new)
 
 
-def _address_request(kernel: Kernel, address: Address, verb: str) -> None:
+def _address_request(kernel: Kernel, address: Address, add: bool) -> None:
     interface = address.interface
-    attrs: dict = {"index": kernel.index_of(address.scope, address.link), "address": str(interface.ip),
-                   "prefixlen": interface.network.prefixlen}
-    if interface.version == 6 and verb == "add":
-        attrs["flags"] = IFA_F_NODAD  # usable at once; duplicates are caught by validate, not DAD
-    kernel.rtnl(address.scope).addr(verb, **attrs)
+    family = socket.AF_INET6 if interface.version == 6 else socket.AF_INET
+    # IPv6 addresses are usable at once: duplicates are caught by validate, not by DAD.
+    flags = IFA_F_NODAD if interface.version == 6 and add else 0
+    kernel.rtnl(address.scope).address(add, kernel.index_of(address.scope, address.link), family,
+                                       interface.network.prefixlen, interface.ip.packed, flags)
 
 
 def _route_request(kernel: Kernel, route: RouteEntry, verb: str) -> None:
-    attrs: dict = {"family": socket.AF_INET6 if route.dst.version == 6 else socket.AF_INET,
-                   "dst": str(route.dst.network_address), "dst_len": route.dst.prefixlen,
-                   "table": route.table, "priority": route.metric, "proto": route.proto}
-    if route.dst.prefixlen == 0:
-        del attrs["dst"]
-    if verb != "del":
-        if route.via is not None:
-            attrs["gateway"] = str(route.via)
-        if route.dev is not None:
-            attrs["oif"] = kernel.index_of(route.scope, route.dev)
-        if route.onlink:
-            attrs["flags"] = RTNH_F_ONLINK
-    kernel.rtnl(route.scope).route(verb, **attrs)
+    family = socket.AF_INET6 if route.dst.version == 6 else socket.AF_INET
+    gateway = route.via.packed if route.via is not None and verb != "del" else None
+    oif = kernel.index_of(route.scope, route.dev) if route.dev is not None and verb != "del" else None
+    kernel.rtnl(route.scope).route(verb, family, route.dst.network_address.packed, route.dst.prefixlen, route.table,
+                                   route.proto, route.metric, gateway, oif,
+                                   RTNH_F_ONLINK if route.onlink and verb != "del" else 0)
     if route.scope is None:
         ns.record_root_route(route.owner or "", route_record_key(route), present=verb != "del")
 
@@ -287,8 +355,8 @@ _EXECUTORS: dict[type, Callable[[Kernel, Action, str], None]] = {
     DeleteLink: _delete_link,
     SetLink: _set_link,
     SetSysctl: _set_sysctl,
-    AddAddress: lambda k, a, t: _address_request(k, a.address, "add"),
-    DeleteAddress: lambda k, a, t: _address_request(k, a.address, "del"),
+    AddAddress: lambda k, a, t: _address_request(k, a.address, True),
+    DeleteAddress: lambda k, a, t: _address_request(k, a.address, False),
     AddRoute: lambda k, a, t: _route_request(k, a.route, "replace" if a.replace else "add"),
     ReplaceRoute: lambda k, a, t: _route_request(k, a.new, "replace"),
     DeleteRoute: lambda k, a, t: _route_request(k, a.route, "del"),
@@ -306,7 +374,7 @@ def execute(kernel: Kernel, action: Action, topology: str) -> None:
         _EXECUTORS[type(action)](kernel, action, topology)
     except NetlinkError as err:
         code = err.code
-        reason = os.strerror(code) if code > 0 else str(err)
+        reason = f"{os.strerror(code)} ({err.message})" if err.message else os.strerror(code)
         if code in (errno.EPERM, errno.EACCES):
             raise PermissionDenied(f"{action.verb} {action.subject()}: {reason}",
                                    "changing network state needs CAP_NET_ADMIN (run as root)") from None

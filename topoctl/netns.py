@@ -112,6 +112,32 @@ def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
     return _in_other_netns(enter, fn, name)
 
 
+def run_in_each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
+    """fn(name) inside each of the namespaces, all in one thread that enters them in turn:
+    one thread for many namespaces instead of one each. A namespace that does not exist is
+    left out of the result."""
+
+    def enter_each() -> dict[str, T]:
+        results: dict[str, T] = {}
+        for name in names:
+            try:
+                target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
+            except OSError as exc:
+                raise _translate(exc, name) from None
+            finally:
+                os.close(target)
+            results[name] = fn(name)
+        return results
+
+    if not names:
+        return {}
+    return _in_other_netns(lambda: None, enter_each, names[0])
+
+
 def _translate(exc: BaseException, name: str) -> BaseException:
     if isinstance(exc, OSError):
         if exc.errno in (errno.EPERM, errno.EACCES):

@@ -1,7 +1,8 @@
 """Read the live kernel state of every namespace a topology cares about into a State.
 
-Each namespace's tables are dumped once (links, addresses, main-table routes) and indexed;
-nothing is looked up per object. Veth peers across namespaces are matched by ifindex pairs.
+Each namespace's tables are dumped once (links, addresses, routes) and indexed; nothing is
+looked up per object. Veth peers across namespaces are matched by ifindex pairs, and by
+netnsid where ifindexes collide.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from typing import Iterable
 
 from . import netns as ns
 from .kernel import Kernel
+from .rtnl import AF_BRIDGE, LinkMsg
 from .state import (
     MAIN_TABLE,
     Address,
+    Fdb,
     Link,
+    Neighbour,
     Netns,
     RouteEntry,
-    Fdb,
-    Neighbour,
     Scope,
     State,
     Vxlan,
@@ -34,45 +36,22 @@ RTPROT_KERNEL = 2
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 0x04
 NUD_PERMANENT = 0x80
+_ADDRESS = {socket.AF_INET: ipaddress.IPv4Address, socket.AF_INET6: ipaddress.IPv6Address}
+_DEFAULT = {socket.AF_INET: ipaddress.IPv4Address(0), socket.AF_INET6: ipaddress.IPv6Address(0)}
 
 
-def _vxlan_from(msg) -> Vxlan:
-    local = msg.get(("linkinfo", "data", "vxlan_local")) or msg.get(("linkinfo", "data", "vxlan_local6"))
-    return Vxlan(
-        vni=msg.get(("linkinfo", "data", "vxlan_id")), port=msg.get(("linkinfo", "data", "vxlan_port")),
-        local=ipaddress.ip_address(local) if local else None,
-        learning=bool(msg.get(("linkinfo", "data", "vxlan_learning"))),
+def _link_from(msg: LinkMsg, scope: Scope) -> Link:
+    kind = msg.kind or ("loopback" if msg.flags & IFF_LOOPBACK else "unknown")
+    vxlan = None
+    if kind == "vxlan" and msg.vxlan is not None:
+        vni, port, local, learning, _ = msg.vxlan
+        vxlan = Vxlan(vni=vni, port=port, local=ipaddress.ip_address(local) if local else None, learning=learning)
+    return Link(
+        scope=scope, name=msg.name, kind=kind, up=bool(msg.flags & IFF_UP), mtu=msg.mtu,
+        mac=msg.mac if kind != "loopback" else None,
+        stp=bool(msg.stp_state) if kind == "bridge" and msg.stp_state is not None else None,
+        vxlan=vxlan, owner=owner_from_alias(msg.alias), index=msg.index,
     )
-
-
-def _link_from(msg, scope: Scope) -> tuple[Link, int, int | None, int | None]:
-    """A Link, plus (master index, peer index, peer netnsid) to resolve once all are read.
-    A VXLAN device's underlay index is resolved the same way, from `vxlan_link`."""
-    flags = msg["flags"]
-    kind = msg.get(("linkinfo", "kind"))
-    if kind is None:
-        kind = "loopback" if flags & IFF_LOOPBACK else "unknown"
-    stp = None
-    if kind == "bridge":
-        stp_state = msg.get(("linkinfo", "data", "br_stp_state"))
-        stp = bool(stp_state) if stp_state is not None else None
-    mac = msg.get("address")
-    link = Link(
-        scope=scope, name=msg.get("ifname"), kind=kind, up=bool(flags & IFF_UP), mtu=msg.get("mtu"),
-        mac=mac.lower() if mac and kind != "loopback" else None, stp=stp,
-        vxlan=_vxlan_from(msg) if kind == "vxlan" else None,
-        owner=owner_from_alias(msg.get("ifalias")), index=msg["index"],
-    )
-    peer_index = msg.get("link") if kind == "veth" else None
-    return link, msg.get("master") or 0, peer_index, msg.get("link_netnsid")
-
-
-def _dump(kernel: Kernel, scope: Scope):
-    ipr = kernel.rtnl(scope)
-    links = list(ipr.link("dump"))
-    addresses = list(ipr.addr("dump"))
-    routes = list(ipr.route("dump", table=MAIN_TABLE))
-    return links, addresses, routes
 
 
 def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
@@ -95,76 +74,69 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
         state.namespaces[name] = Netns(name=name, owner=record.topology if mine else None,
                                        host=record.host if mine else None, role=record.role if mine else "container")
     live_scopes = [s for s in sorted(wanted, key=lambda s: s or "") if s is None or s in existing]
+    kernel.open(live_scopes)
     root_routes = ns.recorded_root_routes(topology) if None in live_scopes else set()
 
+    pending: list[tuple[Link, LinkMsg]] = []
     by_index: dict[tuple[Scope, int], Link] = {}
-    pending: list[tuple[Link, int, int | None, int | None]] = []
-    underlay_of: dict[tuple[Scope, str], int | None] = {}
     vxlan_devs: dict[tuple[Scope, int], str] = {}  # this topology's VXLAN devices
     for scope in live_scopes:
         state.scopes.add(scope)
         owned_scope = scope is not None and state.namespaces[scope].owner == topology
-        links, addresses, routes = _dump(kernel, scope)
+        handle = kernel.rtnl(scope)
         names: dict[int, str] = {}
         ours: set[int] = set()  # ifindexes of links this topology made, in this scope
-        for msg in links:
-            link, master, peer_index, peer_nsid = _link_from(msg, scope)
-            names[link.index] = link.name
-            if link.vxlan is not None:
-                underlay_of[link.key] = msg.get(("linkinfo", "data", "vxlan_link"))
-                if link.owner == topology:
-                    vxlan_devs[(scope, link.index)] = link.name
+        for msg in handle.links():
+            link = _link_from(msg, scope)
+            names[msg.index] = link.name
+            by_index[(scope, msg.index)] = link
+            pending.append((link, msg))
             if link.owner == topology:
-                ours.add(link.index)
-            by_index[(scope, link.index)] = link
-            pending.append((link, master, peer_index, peer_nsid))
-        for msg in addresses:
-            name = names.get(msg["index"])
-            text = msg.get("local") or msg.get("address")
-            if name is None or text is None:
+                ours.add(msg.index)
+                if link.vxlan is not None:
+                    vxlan_devs[(scope, msg.index)] = link.name
+        kernel.remember(scope, {name: index for index, name in names.items()})
+        for msg in handle.addresses():
+            name = names.get(msg.index)
+            if name is None or msg.family not in _ADDRESS or not msg.address:
                 continue
-            state.addresses.add(Address(scope, name, ipaddress.ip_interface(f"{text}/{msg['prefixlen']}")))
-        for msg in routes:
-            if msg["proto"] == RTPROT_KERNEL or msg["type"] != RTN_UNICAST or msg.get("multipath") is not None:
+            ip = _ADDRESS[msg.family](msg.address)
+            state.addresses.add(Address(scope, name, ipaddress.ip_interface((ip, msg.prefixlen))))
+        for msg in handle.routes():
+            if (msg.table != MAIN_TABLE or msg.protocol == RTPROT_KERNEL or msg.type != RTN_UNICAST
+                    or msg.multipath or msg.family not in _ADDRESS):
                 continue
-            family_default = "::" if msg["family"] == socket.AF_INET6 else "0.0.0.0"
-            dst = ipaddress.ip_network(f"{msg.get('dst') or family_default}/{msg['dst_len']}")
-            gateway = msg.get("gateway")
+            make = _ADDRESS[msg.family]
+            dst = ipaddress.ip_network((make(msg.dst) if msg.dst else _DEFAULT[msg.family], msg.dst_len))
             route = RouteEntry(
-                scope=scope, dst=dst, via=ipaddress.ip_address(gateway) if gateway else None,
-                dev=names.get(msg.get("oif")), metric=msg.get("priority") or 0,
-                table=msg.get("table") or MAIN_TABLE, proto=msg["proto"], onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+                scope=scope, dst=dst, via=make(msg.gateway) if msg.gateway else None,
+                dev=names.get(msg.oif), metric=msg.priority, table=msg.table, proto=msg.protocol,
+                onlink=bool(msg.flags & RTNH_F_ONLINK),
             )
             # In our namespaces, routes are ours unless they leave through someone else's interface.
-            oif = msg.get("oif")
-            owned = (owned_scope and (oif is None or oif in ours)) or (
+            owned = (owned_scope and (msg.oif is None or msg.oif in ours)) or (
                 scope is None and ns.route_record_name(route_record_key(route)) in root_routes)
             state.add_route(replace(route, owner=topology if owned else None))
 
-    peer_of = {(link.scope, link.index): peer_index for link, _, peer_index, _ in pending if peer_index}
+    peer_of = {(link.scope, link.index): msg.link for link, msg in pending if msg.kind == "veth" and msg.link}
     veths_by_index: dict[int, list[Link]] = {}
-    for link, _, peer_index, _ in pending:
-        if peer_index:
+    for link, msg in pending:
+        if msg.kind == "veth" and msg.link:
             veths_by_index.setdefault(link.index, []).append(link)
-    for link, master, peer_index, peer_nsid in pending:
-        if master:
-            master_link = by_index.get((link.scope, master))
-            link = replace(link, master=master_link.name if master_link else f"#{master}")
-        if link.vxlan is not None and underlay_of.get(link.key):
-            under = by_index.get((link.scope, underlay_of[link.key]))
+    for link, msg in pending:
+        if msg.master:
+            master_link = by_index.get((link.scope, msg.master))
+            link = replace(link, master=master_link.name if master_link else f"#{msg.master}")
+        if link.vxlan is not None and msg.vxlan[4]:
+            under = by_index.get((link.scope, msg.vxlan[4]))
             link = replace(link, vxlan=replace(link.vxlan, underlay=under.name if under else None))
-        if peer_index:
-            link = replace(link, peer=_find_peer(kernel, link, peer_index, peer_nsid, veths_by_index, peer_of))
+        if msg.kind == "veth" and msg.link:
+            link = replace(link, peer=_find_peer(kernel, link, msg.link, msg.link_netnsid, veths_by_index, peer_of))
         state.add_link(link)
 
     for scope in {scope for scope, _ in vxlan_devs}:
         _read_vxlan_tables(kernel, scope, vxlan_devs, state)
-
-    for scope, key in sysctls:
-        if scope in state.scopes:
-            value = kernel.read_sysctl(scope, key)
-            if value is not None:
-                state.sysctls[(scope, key)] = value
+    state.sysctls.update(kernel.read_sysctls((s, k) for s, k in sysctls if s in state.scopes))
     return state
 
 
@@ -186,15 +158,12 @@ def _find_peer(kernel: Kernel, link: Link, peer_index: int, peer_nsid: int | Non
 
 def _read_vxlan_tables(kernel: Kernel, scope: Scope, vxlan_devs: dict[tuple[Scope, int], str], state: State) -> None:
     """Permanent neighbours and FDB entries of this topology's VXLAN devices in one namespace."""
-    ipr = kernel.rtnl(scope)
-    for msg in ipr.neigh("dump"):
-        dev = vxlan_devs.get((scope, msg["ifindex"]))
-        if (msg["family"] not in (socket.AF_INET, socket.AF_INET6) or dev is None or not msg["state"] & NUD_PERMANENT
-                or msg.get("lladdr") is None or msg.get("dst") is None):
-            continue
-        state.neighbours.add(Neighbour(scope, dev, ipaddress.ip_address(msg.get("dst")), msg.get("lladdr").lower()))
-    for msg in ipr.fdb("dump"):
-        dev = vxlan_devs.get((scope, msg["ifindex"]))
-        if dev is None or msg.get("dst") is None or msg.get("lladdr") is None:
-            continue
-        state.fdb.add(Fdb(scope, dev, msg.get("lladdr").lower(), ipaddress.ip_address(msg.get("dst"))))
+    handle = kernel.rtnl(scope)
+    for msg in handle.neighbours():
+        dev = vxlan_devs.get((scope, msg.ifindex))
+        if dev is not None and msg.dst and msg.lladdr and msg.family in _ADDRESS and msg.state & NUD_PERMANENT:
+            state.neighbours.add(Neighbour(scope, dev, _ADDRESS[msg.family](msg.dst), msg.lladdr))
+    for msg in handle.neighbours(AF_BRIDGE):  # the devices' forwarding entries
+        dev = vxlan_devs.get((scope, msg.ifindex))
+        if dev is not None and msg.dst and msg.lladdr:
+            state.fdb.add(Fdb(scope, dev, msg.lladdr, ipaddress.ip_address(msg.dst)))
