@@ -81,11 +81,11 @@ class Context:
     def observe(self, kernel: Kernel) -> State:
         return self._observe(kernel)[0]
 
-    def _observe(self, kernel: Kernel) -> tuple[State, bool]:
+    def _observe(self, kernel: Kernel, destroy: bool = False) -> tuple[State, bool]:
         """The live state in this run's view, and whether other hosts still use the shared underlay."""
         r = self.realisation
         live = observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys(),
-                       hosts=set(r.hosts) if r.partial else None)
+                       hosts=set(r.hosts) if r.partial else None, skim_containers=destroy)
         shared = self.shared_scope()
         if shared is None:
             return live, False
@@ -97,7 +97,7 @@ class Context:
         return live, bool(others)
 
     def plan(self, kernel: Kernel, destroy: bool = False) -> tuple[Plan, State]:
-        live, shared_in_use = self._observe(kernel)
+        live, shared_in_use = self._observe(kernel, destroy)
         wanted = self.empty(keep_shared=shared_in_use) if destroy else self.desired
         return plan(wanted, live, self.topology.name), live
 

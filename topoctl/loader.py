@@ -24,6 +24,8 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000
 MAX_DEPTH = 64
 
+# libyaml's parser when PyYAML was built with it (about ten times faster), else PyYAML's own.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_YAML + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 
@@ -134,11 +136,24 @@ def _unclosed_bracket(text: str) -> tuple[int, int] | None:
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
-    """Plain data and marks from YAML text; raises InvalidTopology on malformed input."""
+    """Plain data and marks from YAML text; raises InvalidTopology on malformed input.
+
+    libyaml parses (fast); a file it refuses is parsed again by PyYAML's own parser, whose
+    messages and positions are the ones topoctl reports."""
+    if _LOADER is not yaml.SafeLoader:
+        try:
+            return _parse_yaml(text, file, _LOADER)
+        except InvalidTopology as invalid:
+            if not any(d.message.startswith("malformed YAML") or "nested" in d.message for d in invalid.diagnostics):
+                raise
+    return _parse_yaml(text, file, yaml.SafeLoader)
+
+
+def _parse_yaml(text: str, file: str, loader_class) -> tuple[Any, Marks]:
     marks = Marks(values={}, keys={})
     loader = None
     try:
-        loader = yaml.SafeLoader(text)  # the reader already rejects control characters here
+        loader = loader_class(text)  # the reader already rejects control characters here
         node = loader.get_single_node()
         if node is None:
             raise InvalidTopology([Diagnostic(file, 1, 1, "the file is empty", "start from topologies/docker0.yaml")])

@@ -55,12 +55,14 @@ def _link_from(msg: LinkMsg, scope: Scope) -> Link:
 
 
 def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
-            hosts: set[str] | None = None) -> State:
+            hosts: set[str] | None = None, skim_containers: bool = False) -> State:
     """The live State of `scopes` (namespaces that do not exist are left out), as seen by `topology`.
 
     Ownership is filled in here: a namespace is ours when its record names this topology
     (and it is the same namespace the record was made for); a link when its alias says so;
     a route when it lies in a namespace we own, or, in the root namespace, when we recorded it.
+    `skim_containers`: our container namespaces are only listed, not read (a destroy deletes
+    them whole, whatever is inside).
     """
     state = State()
     existing = set(ns.list_netns())
@@ -74,6 +76,9 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
         state.namespaces[name] = Netns(name=name, owner=record.topology if mine else None,
                                        host=record.host if mine else None, role=record.role if mine else "container")
     live_scopes = [s for s in sorted(wanted, key=lambda s: s or "") if s is None or s in existing]
+    if skim_containers:
+        live_scopes = [s for s in live_scopes if s is None or not (
+            state.namespaces[s].owner == topology and state.namespaces[s].role == "container")]
     kernel.open(live_scopes)
     root_routes = ns.recorded_root_routes(topology) if None in live_scopes else set()
 

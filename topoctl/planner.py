@@ -109,8 +109,10 @@ class _Planner:
                 self.conflicts.append(f"namespace {name} already exists and belongs to {owner}")
         for name, have in self.live.namespaces.items():
             if have.owner == self.topology and name not in self.desired.namespaces:
+                # A container namespace is wholly ours; an (emulated) host or the underlay stands
+                # for a machine or a network that others may have put things into.
                 foreign = sorted(link.name for link in self.live.links_in(name)
-                                 if link.kind != "loopback" and not self.owns_link(link))
+                                 if link.kind != "loopback" and not self.owns_link(link)) if have.role != "container" else []
                 if foreign:
                     # Deleting the namespace would take interfaces we did not make with it.
                     self.notes.append(f"keeping namespace {name}: it holds interfaces topoctl did not create "
