@@ -7,15 +7,17 @@ result. It raises typed errors; the CLI reports them.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import netns as ns
-from .actions import Action, DeleteNamespace, Plan
+from .actions import Action, CreateNamespace, DeleteNamespace, Plan
 from .desired import Realisation, desired_state
 from .errors import ApplyFailed, KernelError, TopoctlError, UsageError, VerificationFailed
-from .kernel import Kernel, execute
+from .kernel import Kernel, create_namespaces, execute
+from .netns import PartialCreate
 from .model import Topology
 from .observe import observe
 from .planner import plan
@@ -148,13 +150,30 @@ def _settle(kernel: Kernel, context: Context, deleted: list[str], live: State) -
 def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                  progress: Progress | None = None) -> None:
     done: list[Action] = []
-    total = len(the_plan.actions)
-    for number, action in enumerate(the_plan.actions, start=1):
+    actions = the_plan.actions
+    total = len(actions)
+    number = 0
+    while number < total:
+        action = actions[number]
         if progress is not None:
-            progress(number, total, action)
+            progress(number + 1, total, action)
         try:
+            if isinstance(action, CreateNamespace):
+                # New namespaces come in a run (one phase): made together by one thread.
+                run = [a for a in itertools.takewhile(lambda a: isinstance(a, CreateNamespace), actions[number:])]
+                try:
+                    create_namespaces(kernel, run, context.topology.name)
+                except PartialCreate as partial:
+                    done.extend(run[:len(partial.made)])
+                    number += len(partial.made)
+                    raise partial.error if isinstance(partial.error, TopoctlError) else KernelError(
+                        f"create namespace {run[len(partial.made)].netns.name}: {partial.error}") from None
+                done.extend(run)
+                number += len(run)
+                continue
             execute(kernel, action, context.topology.name)
         except (TopoctlError, KeyboardInterrupt) as err:
+            number += 1
             reason = err.message if isinstance(err, TopoctlError) else "interrupted"
             undone, errors = _rollback(kernel, done, context.topology.name)
             hint = f"rolled back {undone} of {len(done)} earlier changes"
@@ -163,6 +182,7 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
             raise ApplyFailed(f"step {number} of {total} failed: {reason}", hint,
                               rolled_back=undone, rollback_errors=errors) from None
         done.append(action)
+        number += 1
     deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
     if deleted:
         _settle(kernel, context, deleted, live)

@@ -106,6 +106,11 @@ class Kernel:
         for scope, sock in opened.items():
             self._rtnl[scope] = Rtnl(sock)
 
+    def adopt(self, scope: Scope, sock: socket.socket) -> None:
+        """Use a socket already opened inside `scope` (by whoever made the namespace)."""
+        self.close_scope(scope)
+        self._rtnl[scope] = Rtnl(sock)
+
     def rtnl(self, scope: Scope) -> Rtnl:
         handle = self._rtnl.get(scope)
         if handle is None:
@@ -220,6 +225,33 @@ def _finish_link(kernel: Kernel, link: Link, topology: str) -> None:
 def _create_namespace(kernel: Kernel, action: CreateNamespace, topology: str) -> None:
     name = action.netns.name
     ns.create_netns(name)
+    ns.record_netns(name, ns.NetnsRecord(topology, action.netns.host or "", action.netns.role, ns.netns_inode(name)))
+    kernel.rtnl(name).link_set(1, up=True)  # lo is always index 1 in a new namespace
+
+
+def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: str) -> int:
+    """Several CreateNamespace actions at once (one thread enters each new namespace in turn).
+    Returns how many were made; raises ns.PartialCreate (with `made`) when one fails."""
+    try:
+        sockets = ns.create_netns_many([a.netns.name for a in actions],
+                                       lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+    except ns.PartialCreate as partial:
+        for name, sock in partial.made.items():
+            kernel.adopt(name, sock)
+        for action in actions[:len(partial.made)]:
+            _finish_namespace(kernel, action, topology)
+        kernel.writes += len(partial.made)
+        raise
+    for name, sock in sockets.items():
+        kernel.adopt(name, sock)
+    for action in actions:
+        _finish_namespace(kernel, action, topology)
+    kernel.writes += len(actions)
+    return len(actions)
+
+
+def _finish_namespace(kernel: Kernel, action: CreateNamespace, topology: str) -> None:
+    name = action.netns.name
     ns.record_netns(name, ns.NetnsRecord(topology, action.netns.host or "", action.netns.role, ns.netns_inode(name)))
     kernel.rtnl(name).link_set(1, up=True)  # lo is always index 1 in a new namespace
 

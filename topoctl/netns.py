@@ -184,6 +184,49 @@ def create_netns(name: str) -> None:
         raise _translate(exc, name) if isinstance(exc, OSError) else exc from None
 
 
+class PartialCreate(Exception):
+    """create_netns_many stopped part way: `made` were created, then `error` happened."""
+
+    def __init__(self, made: dict, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.made = made
+        self.error = error
+
+
+def create_netns_many(names: list[str], open_socket: Callable[[], T]) -> dict[str, T]:
+    """Several new namespaces made by one thread, an unshare and a bind mount each, with
+    open_socket() called inside each while the thread is there (what `ip netns add` does per
+    process, here without a thread or a process per namespace)."""
+    made: dict[str, T] = {}
+
+    def make_all() -> dict[str, T]:
+        for name in names:
+            path = netns_path(name)
+            try:
+                os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+            except FileExistsError:
+                raise KernelError(f"network namespace {name} already exists") from None
+            try:
+                _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+                _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), "mount", path)
+            except BaseException:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+                raise
+            made[name] = open_socket()
+        return made
+
+    try:
+        _ensure_run_dir()
+        return _in_other_netns(lambda: None, make_all, names[0])
+    except BaseException as exc:
+        error = _translate(exc, names[len(made)] if len(made) < len(names) else names[-1]) \
+            if isinstance(exc, OSError) else exc
+        raise PartialCreate(made, error) from None
+
+
 def delete_netns(name: str) -> None:
     """Unpin a namespace. The kernel frees it (and its interfaces) once nothing else holds it."""
     path = netns_path(name)
