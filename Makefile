@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEMO := topologies/docker0.yaml
 TOPOCTL := $(BIN)/topoctl
 
-.PHONY: all demo test unit integration sysdeps venv clean
+.PHONY: all demo test unit integration bench sysdeps venv clean
 
 all: test
 
@@ -62,6 +62,11 @@ unit: $(STAMP)
 
 integration: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -q -ra tests/integration $(PYTEST_ARGS)
+
+# topoctl against the rendered script, raw pyroute2 and `ip -j` reads (docs/performance.md).
+# BENCH_ARGS="--large" adds N=1000 (a few minutes).
+bench: $(STAMP) sysdeps
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
