@@ -301,6 +301,16 @@ def forget_netns(name: str) -> None:
         pass
 
 
+def netns_records() -> dict[str, NetnsRecord]:
+    """Every namespace record, each file read once."""
+    folder = os.path.join(STATE_DIR, "netns")
+    try:
+        names = [f[:-5] for f in os.listdir(folder) if f.endswith(".json")]
+    except FileNotFoundError:
+        return {}
+    return {name: record for name in names if (record := read_netns_record(name)) is not None}
+
+
 def recorded_netns(topology: str) -> list[str]:
     """Namespaces whose record names `topology`, including any already gone from /run/netns."""
     folder = os.path.join(STATE_DIR, "netns")

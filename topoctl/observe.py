@@ -66,12 +66,13 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     """
     state = State()
     existing = set(ns.list_netns())
-    recorded = ns.recorded_netns(topology)
+    records = ns.netns_records()
+    recorded = [name for name, r in records.items() if r.topology == topology]
     if hosts is not None:  # acting on some hosts: other hosts' namespaces are not in view
-        recorded = [n for n in recorded if (r := ns.read_netns_record(n)) is not None and (r.host in hosts or not r.host)]
+        recorded = [n for n in recorded if records[n].host in hosts or not records[n].host]
     wanted = set(scopes) | set(recorded)
     for name in sorted(n for n in wanted if n is not None and n in existing):
-        record = ns.read_netns_record(name)
+        record = records.get(name)
         mine = record is not None and (record.inode == 0 or record.inode == ns.netns_inode(name))
         state.namespaces[name] = Netns(name=name, owner=record.topology if mine else None,
                                        host=record.host if mine else None, role=record.role if mine else "container")
@@ -107,7 +108,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
                 continue
             ip = _ADDRESS[msg.family](msg.address)
             state.addresses.add(Address(scope, name, ipaddress.ip_interface((ip, msg.prefixlen))))
-        for msg in handle.routes():
+        for msg in handle.routes(MAIN_TABLE):
             if (msg.table != MAIN_TABLE or msg.protocol == RTPROT_KERNEL or msg.type != RTN_UNICAST
                     or msg.multipath or msg.family not in _ADDRESS):
                 continue
@@ -123,11 +124,12 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
                 scope is None and ns.route_record_name(route_record_key(route)) in root_routes)
             state.add_route(replace(route, owner=topology if owned else None))
 
-    peer_of = {(link.scope, link.index): msg.link for link, msg in pending if msg.kind == "veth" and msg.link}
-    veths_by_index: dict[int, list[Link]] = {}
+    # veths by (own index, peer's index): every container's eth0 may be index 2, so an index
+    # alone would make this quadratic.
+    veths_by_pair: dict[tuple[int, int], list[Link]] = {}
     for link, msg in pending:
         if msg.kind == "veth" and msg.link:
-            veths_by_index.setdefault(link.index, []).append(link)
+            veths_by_pair.setdefault((link.index, msg.link), []).append(link)
     for link, msg in pending:
         if msg.master:
             master_link = by_index.get((link.scope, msg.master))
@@ -136,7 +138,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
             under = by_index.get((link.scope, msg.vxlan[4]))
             link = replace(link, vxlan=replace(link.vxlan, underlay=under.name if under else None))
         if msg.kind == "veth" and msg.link:
-            link = replace(link, peer=_find_peer(kernel, link, msg.link, msg.link_netnsid, veths_by_index, peer_of))
+            link = replace(link, peer=_find_peer(kernel, link, msg.link, msg.link_netnsid, veths_by_pair))
         state.add_link(link)
 
     for scope in {scope for scope, _ in vxlan_devs}:
@@ -146,16 +148,15 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
 
 
 def _find_peer(kernel: Kernel, link: Link, peer_index: int, peer_nsid: int | None,
-               veths_by_index: dict[int, list[Link]], peer_of: dict) -> tuple[Scope, str] | None:
+               veths_by_pair: dict[tuple[int, int], list[Link]]) -> tuple[Scope, str] | None:
     """The other end of a veth: the veth at `peer_index` whose own peer index is this link's.
 
     ifindexes repeat across namespaces, so several veths may point at each other that way;
     only then is the peer's netnsid compared with the id this namespace gives each candidate's
     namespace (one RTM_GETNSID per pair of namespaces, cached).
     """
-    candidates = [c for c in veths_by_index.get(peer_index, [])
-                  if (c.scope == link.scope) == (peer_nsid is None)
-                  and peer_of.get((c.scope, c.index)) == link.index]
+    candidates = [c for c in veths_by_pair.get((peer_index, link.index), [])
+                  if (c.scope == link.scope) == (peer_nsid is None)]
     if len(candidates) > 1:
         candidates = [c for c in candidates if kernel.nsid_of(link.scope, c.scope) == peer_nsid]
     return (candidates[0].scope, candidates[0].name) if len(candidates) == 1 else None

@@ -240,6 +240,7 @@ class Rtnl:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.seq = 0
+        self.strict = False
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         except OSError:
@@ -326,8 +327,19 @@ class Rtnl:
     def addresses(self) -> list[AddrMsg]:
         return self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), _addr)
 
-    def routes(self) -> list[RouteMsg]:
-        return self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0), _route)
+    def routes(self, table: int | None = None) -> list[RouteMsg]:
+        """Routes; with `table`, the kernel filters (strict checking) so the local tables' many
+        IPv6 entries are never sent."""
+        if table is None:
+            return self.dump(RTM_GETROUTE, _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0), _route)
+        self._strict()
+        body = _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table if table < 256 else 0, 0, 0, 0, 0)
+        return self.dump(RTM_GETROUTE, body + attr_u32(RTA_TABLE, table), _route)
+
+    def _strict(self) -> None:
+        if not self.strict:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            self.strict = True
 
     def neighbours(self, family: int = socket.AF_UNSPEC) -> list[NeighMsg]:
         return self.dump(RTM_GETNEIGH, _NDMSG.pack(family, 0, 0, 0, 0), _neigh)

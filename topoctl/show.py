@@ -55,8 +55,8 @@ def plan_line(action: Action) -> str:
 def print_plan(console: Console, plan: Plan, summary: bool = True) -> None:
     if plan.empty:
         console.print("No changes. The live state matches the file.")
-    for action in plan.actions:
-        console.print(plan_line(action))
+    if plan.actions:  # one print: rich's per-call cost is most of the time for long plans
+        console.print("\n".join(plan_line(action) for action in plan.actions))
     for note in plan.notes:
         console.print(f"[dim]note: {escape(note)}[/dim]")
     if summary and not plan.empty:

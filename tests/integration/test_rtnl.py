@@ -55,6 +55,10 @@ def test_dumps_match_pyroute2(sandbox_factory):
             assert routes == {(m["family"], m["dst_len"], m.get("table"), m["proto"], m.get("oif"),
                                m.get("priority") or 0, m.get("gateway")) for m in ref.route("dump")}
 
+            main = {(r.family, r.dst_len, r.oif) for r in ours.routes(254)}
+            assert main == {(m["family"], m["dst_len"], m.get("oif")) for m in ref.route("dump") if m.get("table") == 254}
+            assert {r.table for r in ours.routes(254)} == {254}
+
             fdb = {(f.ifindex, f.lladdr, str(ipaddress.ip_address(f.dst))) for f in ours.neighbours(AF_BRIDGE) if f.dst}
             assert fdb == {(m["ifindex"], m.get("lladdr"), m.get("dst")) for m in ref.fdb("dump") if m.get("dst")}
         finally:
