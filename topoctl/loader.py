@@ -7,6 +7,7 @@ line and column. Schema errors and semantic errors are then reported at those pl
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from dataclasses import dataclass
@@ -14,9 +15,9 @@ from importlib import resources
 from pathlib import Path as FsPath
 from typing import Any
 
-import jsonschema
 import yaml
 
+from . import compiled
 from .errors import Diagnostic, InvalidTopology
 from .model import Topology
 
@@ -197,7 +198,7 @@ def load_schema() -> dict:
     return json.loads(text)
 
 
-_VALIDATOR: jsonschema.Draft202012Validator | None = None
+_VALIDATOR = None  # a jsonschema.Draft202012Validator, made (and jsonschema imported) on first use
 
 
 def _inline_refs(node: Any, root: dict) -> Any:
@@ -220,6 +221,8 @@ def _inline_refs(node: Any, root: dict) -> Any:
 def _validator() -> jsonschema.Draft202012Validator:
     global _VALIDATOR
     if _VALIDATOR is None:
+        import jsonschema  # 0.1 s to import: not needed when the file comes from the cache
+
         schema = load_schema()
         _VALIDATOR = jsonschema.Draft202012Validator(_inline_refs(schema, schema))
     return _VALIDATOR
@@ -342,4 +345,9 @@ def load_file(path: str | FsPath) -> Topology:
         raise InvalidTopology([Diagnostic(file, line, col, "the file is not valid UTF-8", "save it as UTF-8")]) from None
     if "\x00" in text:
         raise InvalidTopology([Diagnostic(file, 1, 1, "the file contains NUL bytes; it is not a YAML text file")])
-    return load_text(text, file)
+    cached = compiled.lookup(raw)
+    if cached is not None:
+        return dataclasses.replace(cached, source=file)
+    topology = load_text(text, file)
+    compiled.store(raw, topology)
+    return topology
