@@ -36,8 +36,30 @@ class Failure(Exception):
     pass
 
 
-def run(argv: list[str], stdin: str | None = None, check: bool = True) -> tuple[float, float, subprocess.CompletedProcess]:
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+
+def settle(limit: float = 60.0) -> None:
+    """Wait until the machine is idle again. The kernel frees deleted namespaces later, in its
+    own worker threads (seconds of CPU after a thousand of them): a measurement started
+    meanwhile would be charged for the previous one's clean-up."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        total, idle = _cpu_times()
+        time.sleep(0.5)
+        total2, idle2 = _cpu_times()
+        if total2 > total and (idle2 - idle) / (total2 - total) > 0.9:
+            return
+
+
+def run(argv: list[str], stdin: str | None = None, check: bool = True,
+        measured: bool = True) -> tuple[float, float, subprocess.CompletedProcess]:
     """Run a command; return (seconds, peak RSS in MiB, result). RSS from wait4 of that child."""
+    if measured:
+        settle()
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -81,7 +103,7 @@ def ping(namespace: str, address: str) -> bool:
 
 def check_correct(t: BenchTopology, path: Path, label: str) -> None:
     """Sampled reachability, and an empty plan."""
-    code = run([*TOPOCTL, "plan", "--emulate", "-d", str(path)], check=False)[2].returncode
+    code = run([*TOPOCTL, "plan", "--emulate", "-d", str(path)], check=False, measured=False)[2].returncode
     if code != 0:
         raise Failure(f"{label}: plan after it is not empty (exit {code})")
     for i in sorted({0, t.n // 2, t.n - 1}):
@@ -117,10 +139,10 @@ def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int) -> dic
                 raise Failure(f"destroy left {leftovers(t)[:5]}")
             record("topoctl writes", writes, 0)
 
-            script = run([*TOPOCTL, "render", "--emulate", str(path)])[2].stdout
+            script = run([*TOPOCTL, "render", "--emulate", str(path)], measured=False)[2].stdout
             record("script build", *run(["sh", "-s"], stdin=script)[:2])
             check_correct(t, path, "rendered script")
-            teardown = run([*TOPOCTL, "render", "--emulate", "--teardown", str(path)])[2].stdout
+            teardown = run([*TOPOCTL, "render", "--emulate", "--teardown", str(path)], measured=False)[2].stdout
             record("script teardown", *run(["sh", "-s"], stdin=teardown)[:2])
             if leftovers(t):
                 raise Failure(f"teardown script left {leftovers(t)[:5]}")
@@ -133,7 +155,7 @@ def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int) -> dic
             record("pyroute2 floor teardown", *run([*floor, "teardown", str(n), t.tag])[:2])
             if n <= naive_floor_max:
                 record("pyroute2 netns= build", *run([*floor, "build", str(n), t.tag, "--via", "netns"])[:2])
-                run([*floor, "teardown", str(n), t.tag])
+                run([*floor, "teardown", str(n), t.tag], measured=False)
         finally:
             force_clean(t)
             path.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """Network namespaces without forking: create, delete, enter (per thread) and record ownership.
 
-Part of the kernel layer (with kernel.py and observe.py): the only code that touches
-/run/netns and /run/topoctl. Entering a namespace is done by a short-lived thread that calls
+Part of the kernel layer (with rtnl.py, kernel.py and observe.py): the only code that touches
+/run/netns and the ownership records in /run/topoctl. Entering a namespace is done by a
+short-lived thread that calls
 setns(2); only that thread changes namespace, so the rest of the process never does. A socket
 opened there stays in that namespace for its whole life, which is how netlink sockets for every
 namespace are made without pyroute2's fork per `IPRoute(netns=...)`.
