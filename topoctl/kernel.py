@@ -84,6 +84,17 @@ def _read_sysctl(key: str) -> str | None:
         return None
 
 
+def _allow_descriptors(needed: int) -> None:
+    """One socket per namespace: a thousand namespaces pass the usual soft limit of 1024 open
+    files, so raise it (up to the hard limit) before opening them."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 class Kernel:
     """Netlink sockets by namespace, opened on demand (or many at once) and closed together."""
 
@@ -102,6 +113,7 @@ class Kernel:
     def open(self, scopes: Iterable[Scope]) -> None:
         """Sockets for all these namespaces (those that exist), made by one thread."""
         missing = [s for s in scopes if s is not None and s not in self._rtnl]
+        _allow_descriptors(len(self._rtnl) + len(missing) + 256)
         opened = ns.run_in_each(missing, lambda _: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
         for scope, sock in opened.items():
             self._rtnl[scope] = Rtnl(sock)
