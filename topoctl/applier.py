@@ -75,6 +75,17 @@ class Context:
                     state.links[key] = link
         return state
 
+    def lock_names(self) -> list[str]:
+        """What an apply or destroy locks: each host it acts on (emulated: its namespace, and
+        the underlay the hosts share; for real: this machine)."""
+        r = self.realisation
+        if not r.emulate:
+            return ["root"]
+        names = [r.host_scope(h) for h in r.hosts]
+        if r.underlay_scope in self.desired.namespaces:
+            names.append(r.underlay_scope)
+        return names
+
     def shared_scope(self) -> str | None:
         """The namespace several hosts share, when this run acts on only some of them."""
         r = self.realisation

@@ -38,6 +38,8 @@ FileArg = typer.Argument(..., metavar="FILE", help="Topology YAML file.")
 HostOpt = typer.Option(None, "--host", help="Act only on this host of the file.")
 EmulateOpt = typer.Option(False, "--emulate", help="Realise each host as the namespace <topology>-<host>.")
 OutputOpt = typer.Option(Output.text, "--output", "-o", help="text for people, json for machines.")
+LockTimeoutOpt = typer.Option(30.0, "--lock-timeout", min=0,
+                              help="Seconds to wait for another apply or destroy of the same host.")
 
 
 def _fail(error: TopoctlError, output: Output = Output.text) -> None:
@@ -145,9 +147,11 @@ def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
     _guard(body, output)
 
 
-def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, destroy: bool) -> None:
+def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, destroy: bool,
+               lock_timeout: float) -> None:
     from .applier import reconcile
     from .kernel import Kernel
+    from .locking import host_locks
     from .show import print_plan, progress_bar
 
     verb = "destroy" if destroy else "apply"
@@ -155,7 +159,8 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
     def body() -> int:
         context = _context(file, host, emulate)
         _need_privileges(verb)
-        with Kernel() as kernel, progress_bar(err, enabled=output == Output.text) as progress:
+        with host_locks(context.lock_names(), context.topology.name, verb, lock_timeout), Kernel() as kernel, \
+                progress_bar(err, enabled=output == Output.text) as progress:
             report = reconcile(kernel, context, destroy=destroy, progress=progress)
         if output == Output.json:
             print(json.dumps({**report.plan.as_json(), "seconds": round(report.seconds, 3),
@@ -176,16 +181,16 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
 
 @app.command()
 def apply(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
-          output: Output = OutputOpt) -> None:
+          output: Output = OutputOpt, lock_timeout: float = LockTimeoutOpt) -> None:
     """Make the live state match the file, then verify that a fresh plan is empty."""
-    _reconcile(file, host, emulate, output, destroy=False)
+    _reconcile(file, host, emulate, output, destroy=False, lock_timeout=lock_timeout)
 
 
 @app.command()
 def destroy(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
-            output: Output = OutputOpt) -> None:
+            output: Output = OutputOpt, lock_timeout: float = LockTimeoutOpt) -> None:
     """Remove everything this topology owns, and nothing else."""
-    _reconcile(file, host, emulate, output, destroy=True)
+    _reconcile(file, host, emulate, output, destroy=True, lock_timeout=lock_timeout)
 
 
 @app.command()

@@ -1,0 +1,37 @@
+"""One lock per host: a second apply waits instead of interleaving, and says whom it waited for."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from topoctl.locking import host_locks
+
+from .conftest import ROOT, TOPOCTL
+
+pytestmark = pytest.mark.root
+
+
+def test_a_held_lock_makes_apply_wait_then_give_up_naming_the_holder(sandbox_factory):
+    box = sandbox_factory("docker0.yaml")
+    with host_locks([box.host()], box.topology, "apply", timeout=1):
+        started = time.monotonic()
+        result = box.run("apply", "--lock-timeout", "1.5", expect=1)
+        waited = time.monotonic() - started
+    assert waited >= 1.5
+    assert f"host {box.host()} is locked by pid" in result.stderr and f"topology {box.topology}" in result.stderr
+    assert box.leftovers() == []  # it changed nothing while waiting
+    box.apply()  # the lock is free again
+
+
+def test_two_applies_started_together_both_succeed_one_after_the_other(sandbox_factory):
+    box = sandbox_factory("routed.yaml")
+    runs = [subprocess.Popen([*TOPOCTL, "apply", "--emulate", "-o", "json", str(box.path)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    writes = sorted(__import__("json").loads(out)["kernel_writes"] for out, _ in outputs)
+    assert writes[0] == 0 and writes[1] > 0  # the second saw the first one's finished work
+    assert box.plan_exit() == 0

@@ -1,0 +1,62 @@
+"""One lock per host: a second apply or destroy of the same host waits instead of interleaving.
+
+flock(2) on /run/topoctl/locks/<host>.lock; the kernel releases it when the holder exits, even
+by SIGKILL, so a crashed run never leaves a stale lock. The holder writes who it is into the
+file, so that a run that gives up can say who it waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+from typing import Iterator
+
+from .errors import LockTimeout
+
+LOCK_DIR = os.path.join(os.environ.get("TOPOCTL_STATE_DIR", "/run/topoctl"), "locks")
+POLL = 0.05
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = json.loads(os.read(fd, 4096) or b"{}")
+    except (OSError, ValueError):
+        return "another topoctl"
+    return (f"pid {data.get('pid')} ({data.get('command', '?')} of topology {data.get('topology', '?')}, "
+            f"since {data.get('since', '?')})")
+
+
+@contextlib.contextmanager
+def host_locks(names: list[str], topology: str, command: str, timeout: float) -> Iterator[None]:
+    """Hold the locks of these hosts (taken in sorted order, so two runs cannot deadlock)."""
+    os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
+    held: list[int] = []
+    try:
+        for name in sorted(set(names)):
+            fd = os.open(os.path.join(LOCK_DIR, f"{name}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = _holder(fd)
+                        os.close(fd)
+                        raise LockTimeout(f"host {name} is locked by {holder}; gave up after {timeout:g}s",
+                                          "wait for it to finish, or raise --lock-timeout") from None
+                    time.sleep(POLL)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "topology": topology,
+                                      "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                      "argv": sys.argv[1:8]}).encode(), 0)
+            held.append(fd)
+        yield
+    finally:
+        for fd in reversed(held):
+            os.close(fd)  # closing releases the flock
