@@ -8,6 +8,7 @@ result. It raises typed errors; the CLI reports them.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,6 +25,7 @@ from .planner import plan
 from .state import State
 
 SETTLE_TIMEOUT = 10.0
+FAULT_ENV = "TOPOCTL_FAULT_AT"
 
 Progress = Callable[[int, int, Action], None]
 
@@ -158,20 +160,32 @@ def _settle(kernel: Kernel, context: Context, deleted: list[str], live: State) -
             time.sleep(0.01)
 
 
+def _injected_fault() -> int:
+    """Test hook: TOPOCTL_FAULT_AT=k makes the k-th step of an apply fail as a kernel refusal
+    would, so that tests can prove the rollback for every k."""
+    value = os.environ.get(FAULT_ENV, "")
+    return int(value) if value.isdigit() else 0
+
+
 def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                  progress: Progress | None = None) -> None:
     done: list[Action] = []
     actions = the_plan.actions
     total = len(actions)
-    number = 0
-    while number < total:
-        action = actions[number]
-        if progress is not None:
-            progress(number + 1, total, action)
-        try:
+    fault_at = _injected_fault()
+    number = 0  # steps done so far
+    try:
+        while number < total:
+            action = actions[number]
+            if progress is not None:
+                progress(number + 1, total, action)
+            if number + 1 == fault_at:
+                raise KernelError(f"{action.verb} {action.subject()}: injected fault ({FAULT_ENV}={fault_at})")
             if isinstance(action, CreateNamespace):
                 # New namespaces come in a run (one phase): made together by one thread.
-                run = [a for a in itertools.takewhile(lambda a: isinstance(a, CreateNamespace), actions[number:])]
+                run = list(itertools.takewhile(lambda a: isinstance(a, CreateNamespace), actions[number:]))
+                if number < fault_at <= number + len(run):
+                    run = run[:fault_at - number - 1]
                 try:
                     create_namespaces(kernel, run, context.topology.name)
                 except PartialCreate as partial:
@@ -183,17 +197,16 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                 number += len(run)
                 continue
             execute(kernel, action, context.topology.name)
-        except (TopoctlError, KeyboardInterrupt) as err:
+            done.append(action)
             number += 1
-            reason = err.message if isinstance(err, TopoctlError) else "interrupted"
-            undone, errors = _rollback(kernel, done, context.topology.name)
-            hint = f"rolled back {undone} of {len(done)} earlier changes"
-            if errors:
-                hint += "; not undone: " + "; ".join(errors)
-            raise ApplyFailed(f"step {number} of {total} failed: {reason}", hint,
-                              rolled_back=undone, rollback_errors=errors) from None
-        done.append(action)
-        number += 1
+    except (TopoctlError, KeyboardInterrupt) as err:
+        reason = err.message if isinstance(err, TopoctlError) else "interrupted"
+        undone, errors = _rollback(kernel, done, context.topology.name)
+        hint = f"rolled back {undone} of {len(done)} earlier changes"
+        if errors:
+            hint += "; not undone: " + "; ".join(errors)
+        raise ApplyFailed(f"step {number + 1} of {total} failed: {reason}", hint,
+                          rolled_back=undone, rollback_errors=errors) from None
     deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
     if deleted:
         _settle(kernel, context, deleted, live)
