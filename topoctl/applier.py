@@ -16,12 +16,13 @@ from typing import Callable
 from . import netns as ns
 from .actions import Action, CreateNamespace, DeleteNamespace, Plan
 from .desired import Realisation, desired_state
-from .errors import ApplyFailed, KernelError, TopoctlError, UsageError, VerificationFailed
+from .errors import ApplyFailed, KernelError, StalePlan, TopoctlError, UsageError, VerificationFailed
 from .kernel import Kernel, create_namespaces, execute
 from .netns import PartialCreate
 from .model import Topology
 from .observe import observe
 from .planner import plan
+from .saved import SavedPlan, fingerprint
 from .state import State
 
 SETTLE_TIMEOUT = 10.0
@@ -213,11 +214,15 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
 
 
 def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
-              progress: Progress | None = None) -> ApplyReport:
-    """Plan, execute, then plan again: the second plan must be empty."""
+              progress: Progress | None = None, expected: SavedPlan | None = None) -> ApplyReport:
+    """Plan, execute, then plan again: the second plan must be empty. With `expected` (a saved
+    plan), the live state must still be the one that plan was made from."""
     started = time.monotonic()
     writes_before = kernel.writes
     the_plan, live = context.plan(kernel, destroy=destroy)
+    if expected is not None and (fingerprint(live) != expected.fingerprint or the_plan.as_json() != expected.plan):
+        raise StalePlan("stale plan: the live state changed since the plan was saved, so it would not do "
+                        "what was reviewed", "make a new one with topoctl plan --out, review it, apply it")
     if not the_plan.empty:
         execute_plan(kernel, context, the_plan, live, progress)
     check, _ = context.plan(kernel, destroy=destroy)

@@ -88,6 +88,16 @@ def _context(file: str, host: Optional[str], emulate: bool):
     return Context(topology, realise(topology, host, emulate, machine_addresses))
 
 
+def _saved_context(saved):
+    """The context a saved plan was made in: its own copy of the topology, its hosts."""
+    from .applier import Context, realise
+    from .loader import load_text
+
+    topology = load_text(saved.text, saved.source)
+    host = saved.hosts[0] if len(saved.hosts) == 1 and len(topology.hosts) > 1 else None
+    return Context(topology, realise(topology, host, saved.emulate))
+
+
 def _need_privileges(what: str) -> None:
     from .errors import PermissionDenied
     from .privileges import missing_capabilities
@@ -127,16 +137,27 @@ def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
          output: Output = OutputOpt,
          detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", "-d",
                                                 help="Exit 0 when there is nothing to do, 2 when there are changes."),
-         destroy: bool = typer.Option(False, "--destroy", help="Plan the destroy instead.")) -> None:
+         destroy: bool = typer.Option(False, "--destroy", help="Plan the destroy instead."),
+         save_to: Optional[str] = typer.Option(None, "--out", metavar="PLAN",
+                                               help="Save the plan, for `topoctl apply PLAN`.")) -> None:
     """Compare the live kernel state with the file and print the ordered changes."""
+    from pathlib import Path
+
     from .kernel import Kernel
+    from .saved import SavedPlan, fingerprint
     from .show import print_plan
 
     def body() -> int:
         context = _context(file, host, emulate)
         _need_privileges("plan")
         with Kernel() as kernel:
-            the_plan, _ = context.plan(kernel, destroy=destroy)
+            the_plan, live = context.plan(kernel, destroy=destroy)
+        if save_to is not None:
+            saved = SavedPlan(source=file, text=Path(file).read_text(encoding="utf-8"),
+                              hosts=context.realisation.hosts, emulate=emulate, destroy=destroy,
+                              fingerprint=fingerprint(live), plan=the_plan.as_json())
+            Path(save_to).write_text(saved.dumps(), encoding="utf-8")
+            err.print(f"Saved the plan to {_esc(save_to)}; apply it with: topoctl apply {_esc(save_to)}")
         if output == Output.json:
             print(json.dumps(the_plan.as_json(), indent=2))
         else:
@@ -152,16 +173,25 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
     from .applier import reconcile
     from .kernel import Kernel
     from .locking import host_locks
+    from .saved import is_saved_plan
+    from .saved import load as load_saved
     from .show import print_plan, progress_bar
 
     verb = "destroy" if destroy else "apply"
 
     def body() -> int:
-        context = _context(file, host, emulate)
+        nonlocal destroy
+        expected = None
+        if not destroy and is_saved_plan(file):
+            expected = load_saved(file)
+            destroy = expected.destroy
+            context = _saved_context(expected)
+        else:
+            context = _context(file, host, emulate)
         _need_privileges(verb)
         with host_locks(context.lock_names(), context.topology.name, verb, lock_timeout), Kernel() as kernel, \
                 progress_bar(err, enabled=output == Output.text) as progress:
-            report = reconcile(kernel, context, destroy=destroy, progress=progress)
+            report = reconcile(kernel, context, destroy=destroy, progress=progress, expected=expected)
         if output == Output.json:
             print(json.dumps({**report.plan.as_json(), "seconds": round(report.seconds, 3),
                               "kernel_writes": report.writes, "verified": True}, indent=2))
@@ -182,7 +212,7 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
 @app.command()
 def apply(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
           output: Output = OutputOpt, lock_timeout: float = LockTimeoutOpt) -> None:
-    """Make the live state match the file, then verify that a fresh plan is empty."""
+    """Make the live state match the file (or apply a plan saved by plan --out), then verify."""
     _reconcile(file, host, emulate, output, destroy=False, lock_timeout=lock_timeout)
 
 

@@ -83,5 +83,9 @@ class ApplyFailed(TopoctlError):
         self.rollback_errors = rollback_errors
 
 
+class StalePlan(TopoctlError):
+    """A saved plan was made from a live state that is no longer there."""
+
+
 class VerificationFailed(TopoctlError):
     """After apply, a fresh plan was not empty."""
