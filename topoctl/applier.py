@@ -11,13 +11,15 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from typing import Callable
 
+from . import journal
 from . import netns as ns
 from .actions import Action, CreateNamespace, DeleteNamespace, Plan
 from .desired import Realisation, desired_state
 from .errors import ApplyFailed, KernelError, StalePlan, TopoctlError, UsageError, VerificationFailed
-from .kernel import Kernel, create_namespaces, execute
+from .kernel import Kernel, adopt, create_namespaces, execute
 from .netns import PartialCreate
 from .model import Topology
 from .observe import observe
@@ -114,8 +116,26 @@ class Context:
 
     def plan(self, kernel: Kernel, destroy: bool = False) -> tuple[Plan, State]:
         live, shared_in_use = self._observe(kernel, destroy)
+        recovery = journal.interrupted(self.topology.name)
+        if recovery is not None:
+            _count_unfinished_as_ours(live, recovery, self.topology.name)
         wanted = self.empty(keep_shared=shared_in_use) if destroy else self.desired
-        return plan(wanted, live, self.topology.name), live
+        the_plan = plan(wanted, live, self.topology.name)
+        if recovery is not None:
+            the_plan = dataclass_replace(the_plan, notes=the_plan.notes + (recovery.describe(),))
+        return the_plan, live
+
+
+def _count_unfinished_as_ours(live: State, recovery: journal.Interrupted, topology: str) -> None:
+    """What an interrupted apply began may lack our mark: plan as if it had it (apply marks it)."""
+    for obj in recovery.unfinished:
+        if "netns" in obj and obj["netns"] in live.namespaces and live.namespaces[obj["netns"]].owner is None:
+            live.namespaces[obj["netns"]] = dataclass_replace(live.namespaces[obj["netns"]], owner=topology,
+                                                             role=obj.get("role", "container"))
+        elif "link" in obj:
+            key = (obj.get("scope"), obj["link"])
+            if key in live.links and live.links[key].owner is None:
+                live.links[key] = dataclass_replace(live.links[key], owner=topology)
 
 
 @dataclass(frozen=True)
@@ -169,7 +189,7 @@ def _injected_fault() -> int:
 
 
 def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, log: journal.Journal | None = None) -> None:
     done: list[Action] = []
     actions = the_plan.actions
     total = len(actions)
@@ -187,6 +207,9 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                 run = list(itertools.takewhile(lambda a: isinstance(a, CreateNamespace), actions[number:]))
                 if number < fault_at <= number + len(run):
                     run = run[:fault_at - number - 1]
+                if log is not None:
+                    for offset, created in enumerate(run):
+                        log.intend(number + offset + 1, created)
                 try:
                     create_namespaces(kernel, run, context.topology.name)
                 except PartialCreate as partial:
@@ -194,10 +217,17 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                     number += len(partial.made)
                     raise partial.error if isinstance(partial.error, TopoctlError) else KernelError(
                         f"create namespace {run[len(partial.made)].netns.name}: {partial.error}") from None
+                if log is not None:
+                    for offset in range(len(run)):
+                        log.done(number + offset + 1)
                 done.extend(run)
                 number += len(run)
                 continue
+            if log is not None:
+                log.intend(number + 1, action)
             execute(kernel, action, context.topology.name)
+            if log is not None:
+                log.done(number + 1)
             done.append(action)
             number += 1
     except (TopoctlError, KeyboardInterrupt) as err:
@@ -219,12 +249,25 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
     plan), the live state must still be the one that plan was made from."""
     started = time.monotonic()
     writes_before = kernel.writes
+    topology = context.topology.name
+    recovery = journal.interrupted(topology)
+    notes: tuple[str, ...] = ()
+    if recovery is not None:
+        adopted = adopt(kernel, topology, recovery.unfinished)
+        notes = (recovery.describe() + (f"; marked as its own: {', '.join(adopted)}" if adopted else ""),)
     the_plan, live = context.plan(kernel, destroy=destroy)
+    if recovery is not None:
+        journal.forget(topology)
+        the_plan = dataclass_replace(the_plan, notes=tuple(n for n in the_plan.notes if n != recovery.describe()) + notes)
     if expected is not None and (fingerprint(live) != expected.fingerprint or the_plan.as_json() != expected.plan):
         raise StalePlan("stale plan: the live state changed since the plan was saved, so it would not do "
                         "what was reviewed", "make a new one with topoctl plan --out, review it, apply it")
     if not the_plan.empty:
-        execute_plan(kernel, context, the_plan, live, progress)
+        log = journal.Journal(topology, "destroy" if destroy else "apply", len(the_plan.actions))
+        try:
+            execute_plan(kernel, context, the_plan, live, progress, log)
+        finally:
+            log.close()  # finished or rolled back: nothing for a later run to take over
     check, _ = context.plan(kernel, destroy=destroy)
     if destroy:
         for name in ns.recorded_netns(context.topology.name):

@@ -197,6 +197,8 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
                               "kernel_writes": report.writes, "verified": True}, indent=2))
         else:
             if report.plan.empty:
+                for note in report.plan.notes:
+                    out.print(f"[dim]note: {_esc(note)}[/dim]")
                 out.print("No changes. The live state matches the file.")
             else:
                 print_plan(out, report.plan, summary=False)

@@ -67,7 +67,18 @@ from .rtnl import (
     mac_bytes,
     nest,
 )
-from .state import Address, Fdb, Link, Neighbour, RouteEntry, Scope, owner_alias, route_record_key, scope_label
+from .state import (
+    Address,
+    Fdb,
+    Link,
+    Neighbour,
+    RouteEntry,
+    Scope,
+    owner_alias,
+    owner_from_alias,
+    route_record_key,
+    scope_label,
+)
 
 RTNH_F_ONLINK = 0x04
 
@@ -215,6 +226,38 @@ def local_addresses() -> set:
         return {ipaddress.ip_address(a.address) for a in handle.addresses() if a.address}
     finally:
         handle.close()
+
+
+def adopt(kernel: Kernel, topology: str, objects: Iterable[dict]) -> list[str]:
+    """Put topoctl's mark on what an interrupted apply had begun to create (see journal.py):
+    a namespace without a record, a link without an alias, a root route without a record.
+    Objects that already carry someone's mark, or no longer exist, are left alone."""
+    adopted: list[str] = []
+    existing = set(ns.list_netns())
+    for obj in objects:
+        if "netns" in obj:
+            name = obj["netns"]
+            if name in existing and not ns.is_netns(name):
+                ns.remove_placeholder(name)  # killed between creating the file and mounting the namespace
+                ns.forget_netns(name)
+                adopted.append(f"the half-made {ns.netns_path(name)} (removed)")
+            elif name in existing and ns.read_netns_record(name) is None:
+                ns.record_netns(name, ns.NetnsRecord(topology, obj.get("host", ""), obj.get("role", "container"),
+                                                     ns.netns_inode(name)))
+                adopted.append(f"namespace {name}")
+        elif "link" in obj:
+            scope = obj.get("scope")
+            if scope is not None and scope not in existing:
+                continue
+            link = kernel.rtnl(scope).link_by_name(obj["link"])
+            if link is not None and owner_from_alias(link.alias) is None:
+                kernel.rtnl(scope).link_set(link.index, attributes=attr_str(IFLA_IFALIAS, owner_alias(topology)))
+                adopted.append(f"link {obj['link']} in {scope_label(scope)}")
+        elif "route" in obj:
+            table, dst, metric = obj["route"]
+            ns.record_root_route(topology, f"{table} {dst} {metric}", present=True)
+            adopted.append(f"route {dst} in (root)")
+    return adopted
 
 
 # -- executing actions ---------------------------------------------------------------------

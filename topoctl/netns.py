@@ -59,6 +59,24 @@ def open_netns(name: str | None) -> int:
         raise _translate(exc, name or "(root)") from None
 
 
+def is_netns(name: str) -> bool:
+    """Whether /run/netns/NAME really pins a namespace; a run killed between creating the file
+    and bind-mounting the namespace onto it leaves a plain empty file."""
+    try:
+        return os.stat(netns_path(name)).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
+def remove_placeholder(name: str) -> None:
+    """Remove a /run/netns file that pins no namespace (see is_netns)."""
+    if not is_netns(name):
+        try:
+            os.unlink(netns_path(name))
+        except FileNotFoundError:
+            pass
+
+
 def list_netns() -> list[str]:
     try:
         return sorted(os.listdir(NETNS_RUN_DIR))
@@ -147,6 +165,9 @@ def _translate(exc: BaseException, name: str) -> BaseException:
         if exc.errno == errno.ENOENT:
             return KernelError(f"network namespace {name} does not exist",
                                "run plan to see what is missing; apply creates it")
+        if exc.errno == errno.EINVAL:
+            return KernelError(f"{netns_path(name)} is not a network namespace (left half-made by a killed run?)",
+                               "if topoctl made it, the next apply of its topology removes it; else `ip netns del`")
     return exc
 
 

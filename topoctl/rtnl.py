@@ -344,13 +344,17 @@ class Rtnl:
     def neighbours(self, family: int = socket.AF_UNSPEC) -> list[NeighMsg]:
         return self.dump(RTM_GETNEIGH, _NDMSG.pack(family, 0, 0, 0, 0), _neigh)
 
-    def link_index(self, name: str) -> int | None:
+    def link_by_name(self, name: str) -> LinkMsg | None:
         try:
-            return self.get(RTM_GETLINK, ifinfo() + attr_str(IFLA_IFNAME, name), _link).index
+            return self.get(RTM_GETLINK, ifinfo() + attr_str(IFLA_IFNAME, name), _link)
         except NetlinkError as err:
             if err.code == errno.ENODEV:
                 return None
             raise
+
+    def link_index(self, name: str) -> int | None:
+        link = self.link_by_name(name)
+        return link.index if link is not None else None
 
     def nsid_of(self, fd: int) -> int | None:
         def parse(buf: bytes, start: int, end: int) -> int | None:
