@@ -323,13 +323,32 @@ def forget_netns(name: str) -> None:
         pass
 
 
+def _remove_orphaned_temporaries(folder: str, files: list[str]) -> None:
+    """A record is written to NAME.json.tmpPID, then renamed; a writer killed in between
+    leaves the temporary behind. Remove those whose writer is gone."""
+    for file in files:
+        _, _, pid = file.rpartition(".tmp")
+        if ".json.tmp" in file and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                try:
+                    os.unlink(os.path.join(folder, file))
+                except FileNotFoundError:
+                    pass
+            except PermissionError:
+                pass  # alive, someone else's
+
+
 def netns_records() -> dict[str, NetnsRecord]:
     """Every namespace record, each file read once."""
     folder = os.path.join(STATE_DIR, "netns")
     try:
-        names = [f[:-5] for f in os.listdir(folder) if f.endswith(".json")]
+        files = os.listdir(folder)
     except FileNotFoundError:
         return {}
+    _remove_orphaned_temporaries(folder, files)
+    names = [f[:-5] for f in files if f.endswith(".json")]
     return {name: record for name in names if (record := read_netns_record(name)) is not None}
 
 

@@ -35,7 +35,13 @@ def test_sigkill_at_random_moments_then_apply_converges(sandbox_factory):
                                input="".join(f"link del v{i}\n" for i in range(0, 60, 3)))
             doomed = subprocess.Popen([*TOPOCTL, "apply", "--emulate", str(box.path)], cwd=ROOT,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.35, 0.85))
+            # Wait for the apply to start changing the kernel (its journal appears), then kill it
+            # at a random moment of its work.
+            journal = f"/run/topoctl/journal/{box.topology}.jsonl"
+            deadline = time.monotonic() + 5
+            while not os.path.exists(journal) and doomed.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.12))
             doomed.send_signal(signal.SIGKILL)
             doomed.wait()
             recovered = box.run("apply", "-o", "json")
@@ -43,7 +49,7 @@ def test_sigkill_at_random_moments_then_apply_converges(sandbox_factory):
                 noticed += 1
             assert box.plan_exit() == 0, f"trial {trial}: not converged after the recovery apply"
         print(f"{noticed} of {TRIALS} kills landed inside an apply; all converged")
-        assert noticed >= TRIALS // 4, f"only {noticed} of {TRIALS} kills landed inside an apply"
+        assert noticed >= TRIALS // 3, f"only {noticed} of {TRIALS} kills landed inside an apply"
         assert foreign in netns_names()  # never touched
         box.run("destroy")
         assert [n for n in box.leftovers() if n != foreign] == []
