@@ -278,10 +278,10 @@ def _finish_link(kernel: Kernel, link: Link, topology: str) -> None:
 
 
 def _create_namespace(kernel: Kernel, action: CreateNamespace, topology: str) -> None:
-    name = action.netns.name
-    ns.create_netns(name)
-    ns.record_netns(name, ns.NetnsRecord(topology, action.netns.host or "", action.netns.role, ns.netns_inode(name)))
-    kernel.rtnl(name).link_set(1, up=True)  # lo is always index 1 in a new namespace
+    try:
+        create_namespaces(kernel, [action], topology)
+    except ns.PartialCreate as partial:
+        raise partial.error from None
 
 
 def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: str) -> int:

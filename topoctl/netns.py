@@ -183,29 +183,6 @@ def _ensure_run_dir() -> None:
     _check(_libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None), "mount", NETNS_RUN_DIR)
 
 
-def create_netns(name: str) -> None:
-    """A new, empty network namespace pinned at /run/netns/NAME (what `ip netns add` makes)."""
-    try:
-        _ensure_run_dir()
-        path = netns_path(name)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        os.close(fd)
-    except FileExistsError:
-        raise KernelError(f"network namespace {name} already exists") from None
-    except OSError as exc:
-        raise _translate(exc, name) from None
-    try:
-        _in_other_netns(lambda: _check(_libc.unshare(CLONE_NEWNET), "unshare", name),
-                        lambda: _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
-                                       "mount", path), name)
-    except BaseException as exc:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        raise _translate(exc, name) if isinstance(exc, OSError) else exc from None
-
-
 class PartialCreate(Exception):
     """create_netns_many stopped part way: `made` were created, then `error` happened."""
 
