@@ -255,10 +255,10 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
     if recovery is not None:
         adopted = adopt(kernel, topology, recovery.unfinished)
         notes = (recovery.describe() + (f"; marked as its own: {', '.join(adopted)}" if adopted else ""),)
+        journal.forget(topology)  # what it began now carries our marks: nothing left to take over
     the_plan, live = context.plan(kernel, destroy=destroy)
-    if recovery is not None:
-        journal.forget(topology)
-        the_plan = dataclass_replace(the_plan, notes=tuple(n for n in the_plan.notes if n != recovery.describe()) + notes)
+    if notes:
+        the_plan = dataclass_replace(the_plan, notes=the_plan.notes + notes)
     if expected is not None and (fingerprint(live) != expected.fingerprint or the_plan.as_json() != expected.plan):
         raise StalePlan("stale plan: the live state changed since the plan was saved, so it would not do "
                         "what was reviewed", "make a new one with topoctl plan --out, review it, apply it")

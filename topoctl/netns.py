@@ -331,12 +331,7 @@ def netns_records() -> dict[str, NetnsRecord]:
 
 def recorded_netns(topology: str) -> list[str]:
     """Namespaces whose record names `topology`, including any already gone from /run/netns."""
-    folder = os.path.join(STATE_DIR, "netns")
-    try:
-        names = [f[:-5] for f in os.listdir(folder) if f.endswith(".json")]
-    except FileNotFoundError:
-        return []
-    return sorted(n for n in names if (r := read_netns_record(n)) is not None and r.topology == topology)
+    return sorted(name for name, record in netns_records().items() if record.topology == topology)
 
 
 def routes_record_dir(topology: str) -> str:

@@ -92,10 +92,6 @@ class _Planner:
     def owns_link(self, link: Link) -> bool:
         return link.owner == self.topology
 
-    def owns_scope(self, scope: Scope) -> bool:
-        netns = self.live.namespaces.get(scope) if scope is not None else None
-        return netns is not None and netns.owner == self.topology
-
     # -- namespaces ----------------------------------------------------------------------
 
     def namespaces(self) -> None:

@@ -100,10 +100,6 @@ def mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
 
 
-def ip_bytes(address) -> bytes:
-    return address.packed
-
-
 def ifinfo(index: int = 0, up: bool | None = None, family: int = socket.AF_UNSPEC) -> bytes:
     flags = IFF_UP if up else 0
     change = IFF_UP if up is not None else 0
