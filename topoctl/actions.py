@@ -32,6 +32,15 @@ class Change:
     new: object
 
 
+def sysctl_interface(key: str) -> str | None:
+    """The interface a sysctl key belongs to (net.ipv4.conf.eth0.rp_filter -> eth0), or None for
+    a key of the whole namespace (including the conf.all / conf.default ones)."""
+    parts = key.split(".")
+    if len(parts) >= 5 and parts[1] in ("ipv4", "ipv6", "mpls") and parts[2] in ("conf", "neigh"):
+        return None if parts[3] in ("all", "default") else parts[3]
+    return None
+
+
 @dataclass(frozen=True)
 class Action:
     phase: ClassVar[int]
@@ -197,7 +206,7 @@ def _link_details(link: Link) -> dict:
 class CreateBridge(_OnLink, Action):
     link: Link
     reason: str = ""
-    phase = 11
+    phase = 12
     verb = CREATE
     noun = "link"
 
@@ -221,7 +230,7 @@ class CreateVeth(Action):
     a: Link
     b: Link
     reason: str = ""
-    phase = 12
+    phase = 13
     verb = CREATE
     noun = "link"
 
@@ -260,7 +269,7 @@ class SetLink(_OnLink, Action):
 
     link: Link  # the desired link
     changes: tuple[Change, ...]
-    phase = 14
+    phase = 15
     verb = CHANGE
     noun = "link"
 
@@ -283,9 +292,15 @@ class SetSysctl(Action):
     key: str
     old: str | None
     new: str
-    phase = 15
     verb = CHANGE
     noun = "sysctl"
+
+    @property
+    def phase(self) -> int:  # type: ignore[override]
+        # A namespace-wide key (net.ipv6.conf.default.*, ip_forward) is written before the
+        # namespace's interfaces exist, so that defaults apply to them; a key of one interface
+        # once that interface exists.
+        return 16 if sysctl_interface(self.key) is not None else 11
 
     @property
     def scope(self) -> Scope:
@@ -304,7 +319,7 @@ class SetSysctl(Action):
 @dataclass(frozen=True)
 class AddAddress(_OnAddress, Action):
     address: Address
-    phase = 16
+    phase = 17
     verb = CREATE
     noun = "address"
 
@@ -319,7 +334,7 @@ class AddRoute(_OnRoute, Action):
 
     route: RouteEntry
     replace: bool = False
-    phase = 18
+    phase = 19
     verb = CREATE
     noun = "route"
 
@@ -333,7 +348,7 @@ class ReplaceRoute(Action):
 
     old: RouteEntry
     new: RouteEntry
-    phase = 18
+    phase = 19
     verb = CHANGE
     noun = "route"
 
@@ -369,7 +384,7 @@ class CreateVxlan(_OnLink, Action):
 
     link: Link
     reason: str = ""
-    phase = 13
+    phase = 14
     verb = CREATE
     noun = "link"
 
@@ -443,7 +458,7 @@ class AddNeighbour(_OnNeighbour, Action):
 
     neighbour: Neighbour
     old_mac: str | None = None  # set when an entry for this address exists with another MAC
-    phase = 17
+    phase = 18
     noun = "neighbour"
 
     @property
@@ -468,7 +483,7 @@ class AddFdb(_OnFdb, Action):
     """`bridge fdb append MAC dev VXLAN dst UNDERLAY`: frames for a remote VTEP go to its host."""
 
     fdb: Fdb
-    phase = 17
+    phase = 18
     verb = CREATE
     noun = "fdb"
 

@@ -112,7 +112,7 @@ class Kernel:
     def __init__(self) -> None:
         self._rtnl: dict[Scope, Rtnl] = {}
         self._nsids: dict[tuple[Scope, Scope], int | None] = {}
-        self._index: dict[tuple[Scope, str], int] = {}
+        self._index: dict[Scope, dict[str, int]] = {}  # by scope, so a scope is forgotten at once
         self.writes = 0  # kernel changes made through this object: a second apply must make none
 
     def __enter__(self) -> "Kernel":
@@ -146,25 +146,27 @@ class Kernel:
 
     def close_scope(self, scope: Scope) -> None:
         """Close our socket in a namespace; an open socket would keep a deleted namespace alive."""
-        self._nsids = {k: v for k, v in self._nsids.items() if scope not in k}
-        self._index = {k: v for k, v in self._index.items() if k[0] != scope}
+        if self._nsids:
+            self._nsids = {k: v for k, v in self._nsids.items() if scope not in k}
+        self._index.pop(scope, None)
         handle = self._rtnl.pop(scope, None)
         if handle is not None:
             handle.close()
 
     def close(self) -> None:
-        for scope in list(self._rtnl):
-            self.close_scope(scope)
+        handles, self._rtnl = list(self._rtnl.values()), {}
+        self._nsids, self._index = {}, {}
+        for handle in handles:
+            handle.close()
 
     # -- lookups -------------------------------------------------------------------------
 
     def remember(self, scope: Scope, names: dict[str, int]) -> None:
         """Interface indexes read by a dump, so that actions need no lookup of their own."""
-        for name, index in names.items():
-            self._index[(scope, name)] = index
+        self._index.setdefault(scope, {}).update(names)
 
     def forget(self, scope: Scope, name: str) -> None:
-        self._index.pop((scope, name), None)
+        self._index.get(scope, {}).pop(name, None)
 
     def nsid_of(self, seen_from: Scope, target: Scope) -> int | None:
         """The id namespace `seen_from` gives `target` (what veths report as link_netnsid)."""
@@ -178,12 +180,12 @@ class Kernel:
         return self._nsids[key]
 
     def index_of(self, scope: Scope, name: str) -> int:
-        index = self._index.get((scope, name))
+        index = self._index.get(scope, {}).get(name)
         if index is None:
             index = self.rtnl(scope).link_index(name)
             if index is None:
                 raise KernelError(f"interface {name} not found in {scope_label(scope)}")
-            self._index[(scope, name)] = index
+            self._index.setdefault(scope, {})[name] = index
         return index
 
     def read_sysctls(self, wanted: Iterable[tuple[Scope, str]]) -> dict[tuple[Scope, str], str]:

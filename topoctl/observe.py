@@ -14,6 +14,7 @@ from typing import Iterable
 
 from . import netns as ns
 from .kernel import Kernel
+from .model import IPAddress, IPInterface, IPNetwork
 from .rtnl import AF_BRIDGE, LinkMsg
 from .state import (
     MAIN_TABLE,
@@ -37,18 +38,52 @@ RTN_UNICAST = 1
 RTNH_F_ONLINK = 0x04
 NUD_PERMANENT = 0x80
 _ADDRESS = {socket.AF_INET: ipaddress.IPv4Address, socket.AF_INET6: ipaddress.IPv6Address}
-_DEFAULT = {socket.AF_INET: ipaddress.IPv4Address(0), socket.AF_INET6: ipaddress.IPv6Address(0)}
+_INTERFACE = {socket.AF_INET: ipaddress.IPv4Interface, socket.AF_INET6: ipaddress.IPv6Interface}
+_NETWORK = {socket.AF_INET: ipaddress.IPv4Network, socket.AF_INET6: ipaddress.IPv6Network}
 
 
-def _link_from(msg: LinkMsg, scope: Scope) -> Link:
+class _Addresses:
+    """ipaddress objects made from the kernel's bytes, each value made once per run: a thousand
+    containers carry the same 127.0.0.1/8, ::1/128, default route and gateway, and building an
+    ipaddress object costs tens of microseconds."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple, object] = {}
+
+    def address(self, family: int, raw: bytes) -> IPAddress:
+        key = (family, raw)
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = _ADDRESS[family](raw)
+        return made
+
+    def interface(self, family: int, raw: bytes, prefixlen: int) -> IPInterface:
+        key = (family, raw, prefixlen, "i")
+        made = self._made.get(key)
+        if made is None:
+            # from an int: given an address object, ipaddress would re-parse its text
+            made = self._made[key] = _INTERFACE[family]((int.from_bytes(raw, "big"), prefixlen))
+        return made
+
+    def network(self, family: int, raw: bytes | None, prefixlen: int) -> IPNetwork:
+        key = (family, raw, prefixlen, "n")
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = _NETWORK[family]((int.from_bytes(raw, "big") if raw else 0, prefixlen))
+        return made
+
+
+def _link_from(msg: LinkMsg, scope: Scope, master: str | None, peer: tuple[Scope, str] | None,
+               underlay: str | None) -> Link:
     kind = msg.kind or ("loopback" if msg.flags & IFF_LOOPBACK else "unknown")
     vxlan = None
     if kind == "vxlan" and msg.vxlan is not None:
         vni, port, local, learning, _ = msg.vxlan
-        vxlan = Vxlan(vni=vni, port=port, local=ipaddress.ip_address(local) if local else None, learning=learning)
+        vxlan = Vxlan(vni=vni, port=port, local=ipaddress.ip_address(local) if local else None, learning=learning,
+                      underlay=underlay)
     return Link(
         scope=scope, name=msg.name, kind=kind, up=bool(msg.flags & IFF_UP), mtu=msg.mtu,
-        mac=msg.mac if kind != "loopback" else None,
+        mac=msg.mac if kind != "loopback" else None, master=master, peer=peer,
         stp=bool(msg.stp_state) if kind == "bridge" and msg.stp_state is not None else None,
         vxlan=vxlan, owner=owner_from_alias(msg.alias), index=msg.index,
     )
@@ -83,8 +118,9 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     kernel.open(live_scopes)
     root_routes = ns.recorded_root_routes(topology) if None in live_scopes else set()
 
-    pending: list[tuple[Link, LinkMsg]] = []
-    by_index: dict[tuple[Scope, int], Link] = {}
+    made = _Addresses()
+    pending: list[tuple[Scope, LinkMsg]] = []  # made into Links once every namespace's names are known
+    names_by_scope: dict[Scope, dict[int, str]] = {}
     vxlan_devs: dict[tuple[Scope, int], str] = {}  # this topology's VXLAN devices
     for scope in live_scopes:
         state.scopes.add(scope)
@@ -93,53 +129,46 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
         names: dict[int, str] = {}
         ours: set[int] = set()  # ifindexes of links this topology made, in this scope
         for msg in handle.links():
-            link = _link_from(msg, scope)
-            names[msg.index] = link.name
-            by_index[(scope, msg.index)] = link
-            pending.append((link, msg))
-            if link.owner == topology:
+            names[msg.index] = msg.name
+            pending.append((scope, msg))
+            if owner_from_alias(msg.alias) == topology:
                 ours.add(msg.index)
-                if link.vxlan is not None:
-                    vxlan_devs[(scope, msg.index)] = link.name
+                if msg.kind == "vxlan" and msg.vxlan is not None:
+                    vxlan_devs[(scope, msg.index)] = msg.name
+        names_by_scope[scope] = names
         kernel.remember(scope, {name: index for index, name in names.items()})
         for msg in handle.addresses():
             name = names.get(msg.index)
             if name is None or msg.family not in _ADDRESS or not msg.address:
                 continue
-            ip = _ADDRESS[msg.family](msg.address)
-            state.addresses.add(Address(scope, name, ipaddress.ip_interface((ip, msg.prefixlen))))
+            state.addresses.add(Address(scope, name, made.interface(msg.family, msg.address, msg.prefixlen)))
         for msg in handle.routes(MAIN_TABLE):
             if (msg.table != MAIN_TABLE or msg.protocol == RTPROT_KERNEL or msg.type != RTN_UNICAST
                     or msg.multipath or msg.family not in _ADDRESS):
                 continue
-            make = _ADDRESS[msg.family]
-            dst = ipaddress.ip_network((make(msg.dst) if msg.dst else _DEFAULT[msg.family], msg.dst_len))
             route = RouteEntry(
-                scope=scope, dst=dst, via=make(msg.gateway) if msg.gateway else None,
+                scope=scope, dst=made.network(msg.family, msg.dst, msg.dst_len),
+                via=made.address(msg.family, msg.gateway) if msg.gateway else None,
                 dev=names.get(msg.oif), metric=msg.priority, table=msg.table, proto=msg.protocol,
                 onlink=bool(msg.flags & RTNH_F_ONLINK),
             )
             # In our namespaces, routes are ours unless they leave through someone else's interface.
             owned = (owned_scope and (msg.oif is None or msg.oif in ours)) or (
                 scope is None and ns.route_record_name(route_record_key(route)) in root_routes)
-            state.add_route(replace(route, owner=topology if owned else None))
+            state.add_route(replace(route, owner=topology) if owned else route)
 
     # veths by (own index, peer's index): every container's eth0 may be index 2, so an index
     # alone would make this quadratic.
-    veths_by_pair: dict[tuple[int, int], list[Link]] = {}
-    for link, msg in pending:
+    veths_by_pair: dict[tuple[int, int], list[tuple[Scope, str]]] = {}
+    for scope, msg in pending:
         if msg.kind == "veth" and msg.link:
-            veths_by_pair.setdefault((link.index, msg.link), []).append(link)
-    for link, msg in pending:
-        if msg.master:
-            master_link = by_index.get((link.scope, msg.master))
-            link = replace(link, master=master_link.name if master_link else f"#{msg.master}")
-        if link.vxlan is not None and msg.vxlan[4]:
-            under = by_index.get((link.scope, msg.vxlan[4]))
-            link = replace(link, vxlan=replace(link.vxlan, underlay=under.name if under else None))
-        if msg.kind == "veth" and msg.link:
-            link = replace(link, peer=_find_peer(kernel, link, msg.link, msg.link_netnsid, veths_by_pair))
-        state.add_link(link)
+            veths_by_pair.setdefault((msg.index, msg.link), []).append((scope, msg.name))
+    for scope, msg in pending:
+        names = names_by_scope[scope]
+        master = (names.get(msg.master) or f"#{msg.master}") if msg.master else None
+        underlay = names.get(msg.vxlan[4]) if msg.vxlan is not None and msg.vxlan[4] else None
+        peer = _find_peer(kernel, scope, msg, veths_by_pair) if msg.kind == "veth" and msg.link else None
+        state.add_link(_link_from(msg, scope, master, peer, underlay))
 
     for scope in {scope for scope, _ in vxlan_devs}:
         _read_vxlan_tables(kernel, scope, vxlan_devs, state)
@@ -147,19 +176,20 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     return state
 
 
-def _find_peer(kernel: Kernel, link: Link, peer_index: int, peer_nsid: int | None,
-               veths_by_pair: dict[tuple[int, int], list[Link]]) -> tuple[Scope, str] | None:
+def _find_peer(kernel: Kernel, scope: Scope, msg: LinkMsg,
+               veths_by_pair: dict[tuple[int, int], list[tuple[Scope, str]]]) -> tuple[Scope, str] | None:
     """The other end of a veth: the veth at `peer_index` whose own peer index is this link's.
 
     ifindexes repeat across namespaces, so several veths may point at each other that way;
     only then is the peer's netnsid compared with the id this namespace gives each candidate's
     namespace (one RTM_GETNSID per pair of namespaces, cached).
     """
-    candidates = [c for c in veths_by_pair.get((peer_index, link.index), [])
-                  if (c.scope == link.scope) == (peer_nsid is None)]
+    peer_nsid = msg.link_netnsid
+    candidates = [c for c in veths_by_pair.get((msg.link, msg.index), [])
+                  if (c[0] == scope) == (peer_nsid is None)]
     if len(candidates) > 1:
-        candidates = [c for c in candidates if kernel.nsid_of(link.scope, c.scope) == peer_nsid]
-    return (candidates[0].scope, candidates[0].name) if len(candidates) == 1 else None
+        candidates = [c for c in candidates if kernel.nsid_of(scope, c[0]) == peer_nsid]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _read_vxlan_tables(kernel: Kernel, scope: Scope, vxlan_devs: dict[tuple[Scope, int], str], state: State) -> None:

@@ -34,7 +34,8 @@ NLMSGERR_ATTR_MSG = 1
 
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_LINK_NETNSID = 18, 20, 28, 37
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK, IFLA_LINK_NETNSID = 18, 20, 28, 29, 37
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # the counters are most of a link message and never read here
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFLA_BR_STP_STATE = 5
@@ -110,14 +111,16 @@ def ifinfo(index: int = 0, up: bool | None = None, family: int = socket.AF_UNSPE
 
 def attrs(buf: bytes, offset: int, end: int) -> dict[int, memoryview]:
     """The attributes of a message (last one wins), by type, as views into the buffer."""
+    # the hot loop of every dump (a link message has ~40 attributes): kept to the bone
     found: dict[int, memoryview] = {}
     view = memoryview(buf)
+    unpack = _ATTR.unpack_from
     while offset + 4 <= end:
-        length, kind = _ATTR.unpack_from(buf, offset)
+        length, kind = unpack(buf, offset)
         if length < 4:
             break
         found[kind & 0x3FFF] = view[offset + 4: offset + length]
-        offset += _pad(length)
+        offset += (length + 3) & ~3
     return found
 
 
@@ -318,7 +321,7 @@ class Rtnl:
     # -- reads ---------------------------------------------------------------------------
 
     def links(self) -> list[LinkMsg]:
-        return self.dump(RTM_GETLINK, ifinfo(), _link)
+        return self.dump(RTM_GETLINK, ifinfo() + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS), _link)
 
     def addresses(self) -> list[AddrMsg]:
         return self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), _addr)

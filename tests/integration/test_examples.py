@@ -3,10 +3,13 @@ destroys to nothing. Real namespaces under --emulate, unique names, always clean
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
+import yaml
 
+from topoctl import netns as ns
 from topoctl.applier import Context, realise
 from topoctl.loader import load_file
 
@@ -91,3 +94,21 @@ def test_rendered_script_builds_the_same_state_as_apply(sandbox_factory, example
     ran = subprocess.run(["sh", "-c", teardown], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert box.leftovers() == []
+
+
+def test_a_namespace_default_sysctl_applies_to_the_interfaces_topoctl_creates(sandbox_factory):
+    """net.ipv6.conf.default.* is read by the kernel when an interface is made: topoctl writes
+    namespace-wide keys before it creates the namespace's interfaces, so eth0 inherits it."""
+    data = yaml.safe_load((ROOT / "topologies" / "docker0.yaml").read_text())
+    first = next(iter(data["namespaces"]))
+    data["namespaces"][first]["sysctls"] = {"net.ipv6.conf.default.disable_ipv6": 1,
+                                            "net.ipv4.conf.eth0.rp_filter": 2}
+    box = sandbox_factory(data)
+    box.apply()
+    where = box.ns(first)
+    shown = subprocess.run(["ip", "-n", where, "-j", "addr", "show", "dev", "eth0"],
+                           capture_output=True, text=True, check=True)
+    families = {a["family"] for entry in json.loads(shown.stdout) for a in entry.get("addr_info", [])}
+    assert families == {"inet"}, families  # no IPv6 link-local address on eth0
+    assert ns.run_in_netns(where, lambda: open("/proc/sys/net/ipv4/conf/eth0/rp_filter").read().strip()) == "2"
+    assert box.plan_exit() == 0

@@ -77,12 +77,12 @@ def test_from_nothing_creates_everything_in_phase_order():
     ctx = context()
     the_plan = plan(ctx.desired, State(), "demo")
     assert kinds(the_plan) == [
-        "CreateNamespace", "CreateNamespace", "CreateBridge", "CreateVeth", "SetSysctl",
+        "CreateNamespace", "CreateNamespace", "SetSysctl", "CreateBridge", "CreateVeth",
         "AddAddress", "AddAddress", "AddAddress", "AddRoute",
     ]
     assert [a.netns.name for a in the_plan.actions[:2]] == [HOST, "nginx-1"]
     assert the_plan.summary() == "Plan: 8 to add, 1 to change, 0 to destroy."
-    veth = the_plan.actions[3]
+    veth = the_plan.actions[4]
     assert {veth.a.scope, veth.b.scope} == {HOST, "nginx-1"}
     host_end = veth.a if veth.a.scope == HOST else veth.b
     assert host_end.master == "docker0" and host_end.peer == ("nginx-1", "eth0")
@@ -315,3 +315,31 @@ bridges:
     ctx = Context(topology, realise(topology, "a", emulate=True))
     the_plan = plan(ctx.desired, State(), "two")
     assert {a.scope for a in the_plan.actions} == {"two-a"}
+
+
+@pytest.mark.parametrize("key, interface", [
+    ("net.ipv4.ip_forward", None),
+    ("net.ipv6.conf.all.forwarding", None),
+    ("net.ipv6.conf.default.disable_ipv6", None),
+    ("net.ipv4.neigh.default.gc_thresh1", None),
+    ("net.ipv4.conf.eth0.rp_filter", "eth0"),
+    ("net.ipv6.neigh.eth0.base_reachable_time_ms", "eth0"),
+    ("net.ipv4.conf.eth0/100.forwarding", "eth0/100"),
+    ("net.core.somaxconn", None),
+])
+def test_sysctl_key_names_its_interface_or_the_whole_namespace(key, interface):
+    from topoctl.actions import sysctl_interface
+    assert sysctl_interface(key) == interface
+
+
+def test_namespace_wide_sysctls_come_before_its_interfaces_and_interface_ones_after():
+    text = DOCKER0.replace(
+        "sysctls: {net.ipv4.ip_forward: 1}",
+        "sysctls: {net.ipv6.conf.default.disable_ipv6: 1, net.ipv4.conf.eth0.rp_filter: 2}")
+    ctx = context(text)
+    order = [(type(a).__name__, getattr(a, "key", None)) for a in plan(ctx.desired, State(), "demo").actions]
+    veth = order.index(("CreateVeth", None))
+    assert order.index(("SetSysctl", "net.ipv6.conf.default.disable_ipv6")) < order.index(("CreateBridge", None)) < veth
+    assert order.index(("SetSysctl", "net.ipv4.conf.eth0.rp_filter")) > veth
+    # the namespace creations stay one run, made together
+    assert [k for k, _ in order[:2]] == ["CreateNamespace", "CreateNamespace"]

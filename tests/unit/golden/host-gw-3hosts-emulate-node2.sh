@@ -25,29 +25,29 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' '' "$(sta
 ip -n hostgw3-underlay link set dev lo up
 fi
 
-# 4. + bridge cni0 in hostgw3-node2
+# 4. ~ sysctl net.ipv4.ip_forward in hostgw3-node2
+ip netns exec hostgw3-node2 sysctl -qw net.ipv4.ip_forward=1
+
+# 5. + bridge cni0 in hostgw3-node2
 ip -n hostgw3-node2 link add name cni0 mtu 1500 address 3a:8e:81:f3:ac:21 type bridge stp_state 0
 ip -n hostgw3-node2 link set dev cni0 alias topoctl:hostgw3 up
 
-# 5. + bridge br-underlay in hostgw3-underlay
+# 6. + bridge br-underlay in hostgw3-underlay
 # shared by the hosts of this file: made by whichever host's script runs first
 if ! ip -n hostgw3-underlay link show dev br-underlay >/dev/null 2>&1; then
 ip -n hostgw3-underlay link add name br-underlay mtu 1500 address 1e:23:6f:cb:16:d5 type bridge stp_state 0
 ip -n hostgw3-underlay link set dev br-underlay alias topoctl:hostgw3 up
 fi
 
-# 6. + veth eth0 in app-2 <-> veth-app2 in hostgw3-node2
+# 7. + veth eth0 in app-2 <-> veth-app2 in hostgw3-node2
 ip -n app-2 link add name eth0 mtu 1500 type veth peer name veth-app2 mtu 1500 netns hostgw3-node2
 ip -n app-2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node2 link set dev veth-app2 alias topoctl:hostgw3 master cni0 up
 
-# 7. + veth eth0 in hostgw3-node2 <-> u-node2 in hostgw3-underlay
+# 8. + veth eth0 in hostgw3-node2 <-> u-node2 in hostgw3-underlay
 ip -n hostgw3-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns hostgw3-underlay
 ip -n hostgw3-node2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node2 alias topoctl:hostgw3 master br-underlay up
-
-# 8. ~ sysctl net.ipv4.ip_forward in hostgw3-node2
-ip netns exec hostgw3-node2 sysctl -qw net.ipv4.ip_forward=1
 
 # 9. + address 10.244.2.2/24 on eth0 in app-2
 ip -n app-2 addr add 10.244.2.2/24 dev eth0

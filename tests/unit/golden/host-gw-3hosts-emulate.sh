@@ -46,60 +46,60 @@ mkdir -p /run/topoctl/netns
 printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' '' "$(stat -c %i /run/netns/hostgw3-underlay)" underlay hostgw3 > /run/topoctl/netns/hostgw3-underlay.json
 ip -n hostgw3-underlay link set dev lo up
 
-# 8. + bridge cni0 in hostgw3-node1
+# 8. ~ sysctl net.ipv4.ip_forward in hostgw3-node1
+ip netns exec hostgw3-node1 sysctl -qw net.ipv4.ip_forward=1
+
+# 9. ~ sysctl net.ipv4.ip_forward in hostgw3-node2
+ip netns exec hostgw3-node2 sysctl -qw net.ipv4.ip_forward=1
+
+# 10. ~ sysctl net.ipv4.ip_forward in hostgw3-node3
+ip netns exec hostgw3-node3 sysctl -qw net.ipv4.ip_forward=1
+
+# 11. + bridge cni0 in hostgw3-node1
 ip -n hostgw3-node1 link add name cni0 mtu 1500 address 46:59:54:e3:7a:89 type bridge stp_state 0
 ip -n hostgw3-node1 link set dev cni0 alias topoctl:hostgw3 up
 
-# 9. + bridge cni0 in hostgw3-node2
+# 12. + bridge cni0 in hostgw3-node2
 ip -n hostgw3-node2 link add name cni0 mtu 1500 address 3a:8e:81:f3:ac:21 type bridge stp_state 0
 ip -n hostgw3-node2 link set dev cni0 alias topoctl:hostgw3 up
 
-# 10. + bridge cni0 in hostgw3-node3
+# 13. + bridge cni0 in hostgw3-node3
 ip -n hostgw3-node3 link add name cni0 mtu 1500 address 16:4d:b3:db:93:6c type bridge stp_state 0
 ip -n hostgw3-node3 link set dev cni0 alias topoctl:hostgw3 up
 
-# 11. + bridge br-underlay in hostgw3-underlay
+# 14. + bridge br-underlay in hostgw3-underlay
 ip -n hostgw3-underlay link add name br-underlay mtu 1500 address 1e:23:6f:cb:16:d5 type bridge stp_state 0
 ip -n hostgw3-underlay link set dev br-underlay alias topoctl:hostgw3 up
 
-# 12. + veth eth0 in app-1 <-> veth-app1 in hostgw3-node1
+# 15. + veth eth0 in app-1 <-> veth-app1 in hostgw3-node1
 ip -n app-1 link add name eth0 mtu 1500 type veth peer name veth-app1 mtu 1500 netns hostgw3-node1
 ip -n app-1 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node1 link set dev veth-app1 alias topoctl:hostgw3 master cni0 up
 
-# 13. + veth eth0 in app-2 <-> veth-app2 in hostgw3-node2
+# 16. + veth eth0 in app-2 <-> veth-app2 in hostgw3-node2
 ip -n app-2 link add name eth0 mtu 1500 type veth peer name veth-app2 mtu 1500 netns hostgw3-node2
 ip -n app-2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node2 link set dev veth-app2 alias topoctl:hostgw3 master cni0 up
 
-# 14. + veth eth0 in app-3 <-> veth-app3 in hostgw3-node3
+# 17. + veth eth0 in app-3 <-> veth-app3 in hostgw3-node3
 ip -n app-3 link add name eth0 mtu 1500 type veth peer name veth-app3 mtu 1500 netns hostgw3-node3
 ip -n app-3 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node3 link set dev veth-app3 alias topoctl:hostgw3 master cni0 up
 
-# 15. + veth eth0 in hostgw3-node1 <-> u-node1 in hostgw3-underlay
+# 18. + veth eth0 in hostgw3-node1 <-> u-node1 in hostgw3-underlay
 ip -n hostgw3-node1 link add name eth0 mtu 1500 type veth peer name u-node1 mtu 1500 netns hostgw3-underlay
 ip -n hostgw3-node1 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node1 alias topoctl:hostgw3 master br-underlay up
 
-# 16. + veth eth0 in hostgw3-node2 <-> u-node2 in hostgw3-underlay
+# 19. + veth eth0 in hostgw3-node2 <-> u-node2 in hostgw3-underlay
 ip -n hostgw3-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns hostgw3-underlay
 ip -n hostgw3-node2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node2 alias topoctl:hostgw3 master br-underlay up
 
-# 17. + veth eth0 in hostgw3-node3 <-> u-node3 in hostgw3-underlay
+# 20. + veth eth0 in hostgw3-node3 <-> u-node3 in hostgw3-underlay
 ip -n hostgw3-node3 link add name eth0 mtu 1500 type veth peer name u-node3 mtu 1500 netns hostgw3-underlay
 ip -n hostgw3-node3 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node3 alias topoctl:hostgw3 master br-underlay up
-
-# 18. ~ sysctl net.ipv4.ip_forward in hostgw3-node1
-ip netns exec hostgw3-node1 sysctl -qw net.ipv4.ip_forward=1
-
-# 19. ~ sysctl net.ipv4.ip_forward in hostgw3-node2
-ip netns exec hostgw3-node2 sysctl -qw net.ipv4.ip_forward=1
-
-# 20. ~ sysctl net.ipv4.ip_forward in hostgw3-node3
-ip netns exec hostgw3-node3 sysctl -qw net.ipv4.ip_forward=1
 
 # 21. + address 10.244.1.2/24 on eth0 in app-1
 ip -n app-1 addr add 10.244.1.2/24 dev eth0

@@ -10,17 +10,17 @@ mkdir -p /run/topoctl/netns
 printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' node1 "$(stat -c %i /run/netns/app-1)" container hostgw3 > /run/topoctl/netns/app-1.json
 ip -n app-1 link set dev lo up
 
-# 2. + bridge cni0 in (root)
+# 2. ~ sysctl net.ipv4.ip_forward in (root)
+sysctl -qw net.ipv4.ip_forward=1
+
+# 3. + bridge cni0 in (root)
 ip link add name cni0 mtu 1500 address 46:59:54:e3:7a:89 type bridge stp_state 0
 ip link set dev cni0 alias topoctl:hostgw3 up
 
-# 3. + veth veth-app1 in (root) <-> eth0 in app-1
+# 4. + veth veth-app1 in (root) <-> eth0 in app-1
 ip link add name veth-app1 mtu 1500 type veth peer name eth0 mtu 1500 netns app-1
 ip link set dev veth-app1 alias topoctl:hostgw3 master cni0 up
 ip -n app-1 link set dev eth0 alias topoctl:hostgw3 up
-
-# 4. ~ sysctl net.ipv4.ip_forward in (root)
-sysctl -qw net.ipv4.ip_forward=1
 
 # 5. + address 10.244.1.1/24 on cni0 in (root)
 ip addr add 10.244.1.1/24 dev cni0

@@ -22,47 +22,47 @@ mkdir -p /run/topoctl/netns
 printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' local "$(stat -c %i /run/netns/router)" container routed > /run/topoctl/netns/router.json
 ip -n router link set dev lo up
 
-# 4. + bridge br-blue in (root)
+# 4. ~ sysctl net.ipv4.ip_forward in router
+ip netns exec router sysctl -qw net.ipv4.ip_forward=1
+
+# 5. ~ sysctl net.ipv6.conf.all.forwarding in router
+ip netns exec router sysctl -qw net.ipv6.conf.all.forwarding=1
+
+# 6. + bridge br-blue in (root)
 brctl addbr br-blue
 brctl stp br-blue off
 ip link set dev br-blue mtu 1500 address 0e:ed:81:38:65:d5
 ip link set dev br-blue alias topoctl:routed up
 
-# 5. + bridge br-red in (root)
+# 7. + bridge br-red in (root)
 brctl addbr br-red
 brctl stp br-red off
 ip link set dev br-red mtu 1500 address 3e:03:ce:a1:1b:f6
 ip link set dev br-red alias topoctl:routed up
 
-# 6. + veth rt-blue in (root) <-> eth-blue in router
+# 8. + veth rt-blue in (root) <-> eth-blue in router
 ip link add name rt-blue mtu 1500 type veth peer name eth-blue mtu 1500 netns router
 brctl addif br-blue rt-blue
 ip link set dev rt-blue alias topoctl:routed up
 ip -n router link set dev eth-blue alias topoctl:routed up
 
-# 7. + veth rt-red in (root) <-> eth-red in router
+# 9. + veth rt-red in (root) <-> eth-red in router
 ip link add name rt-red mtu 1500 type veth peer name eth-red mtu 1500 netns router
 brctl addif br-red rt-red
 ip link set dev rt-red alias topoctl:routed up
 ip -n router link set dev eth-red alias topoctl:routed up
 
-# 8. + veth veth-blue1 in (root) <-> eth0 in blue-1
+# 10. + veth veth-blue1 in (root) <-> eth0 in blue-1
 ip link add name veth-blue1 mtu 1500 type veth peer name eth0 mtu 1500 netns blue-1
 brctl addif br-blue veth-blue1
 ip link set dev veth-blue1 alias topoctl:routed up
 ip -n blue-1 link set dev eth0 alias topoctl:routed up
 
-# 9. + veth veth-red1 in (root) <-> eth0 in red-1
+# 11. + veth veth-red1 in (root) <-> eth0 in red-1
 ip link add name veth-red1 mtu 1500 type veth peer name eth0 mtu 1500 netns red-1
 brctl addif br-red veth-red1
 ip link set dev veth-red1 alias topoctl:routed up
 ip -n red-1 link set dev eth0 alias topoctl:routed up
-
-# 10. ~ sysctl net.ipv4.ip_forward in router
-ip netns exec router sysctl -qw net.ipv4.ip_forward=1
-
-# 11. ~ sysctl net.ipv6.conf.all.forwarding in router
-ip netns exec router sysctl -qw net.ipv6.conf.all.forwarding=1
 
 # 12. + address 10.1.0.10/24 on eth0 in blue-1
 ip -n blue-1 addr add 10.1.0.10/24 dev eth0

@@ -28,39 +28,39 @@ mkdir -p /run/topoctl/netns
 printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' local "$(stat -c %i /run/netns/router)" container routed > /run/topoctl/netns/router.json
 ip -n router link set dev lo up
 
-# 5. + bridge br-blue in routed-local
+# 5. ~ sysctl net.ipv4.ip_forward in router
+ip netns exec router sysctl -qw net.ipv4.ip_forward=1
+
+# 6. ~ sysctl net.ipv6.conf.all.forwarding in router
+ip netns exec router sysctl -qw net.ipv6.conf.all.forwarding=1
+
+# 7. + bridge br-blue in routed-local
 ip -n routed-local link add name br-blue mtu 1500 address 0e:ed:81:38:65:d5 type bridge stp_state 0
 ip -n routed-local link set dev br-blue alias topoctl:routed up
 
-# 6. + bridge br-red in routed-local
+# 8. + bridge br-red in routed-local
 ip -n routed-local link add name br-red mtu 1500 address 3e:03:ce:a1:1b:f6 type bridge stp_state 0
 ip -n routed-local link set dev br-red alias topoctl:routed up
 
-# 7. + veth eth0 in blue-1 <-> veth-blue1 in routed-local
+# 9. + veth eth0 in blue-1 <-> veth-blue1 in routed-local
 ip -n blue-1 link add name eth0 mtu 1500 type veth peer name veth-blue1 mtu 1500 netns routed-local
 ip -n blue-1 link set dev eth0 alias topoctl:routed up
 ip -n routed-local link set dev veth-blue1 alias topoctl:routed master br-blue up
 
-# 8. + veth eth0 in red-1 <-> veth-red1 in routed-local
+# 10. + veth eth0 in red-1 <-> veth-red1 in routed-local
 ip -n red-1 link add name eth0 mtu 1500 type veth peer name veth-red1 mtu 1500 netns routed-local
 ip -n red-1 link set dev eth0 alias topoctl:routed up
 ip -n routed-local link set dev veth-red1 alias topoctl:routed master br-red up
 
-# 9. + veth rt-blue in routed-local <-> eth-blue in router
+# 11. + veth rt-blue in routed-local <-> eth-blue in router
 ip -n routed-local link add name rt-blue mtu 1500 type veth peer name eth-blue mtu 1500 netns router
 ip -n routed-local link set dev rt-blue alias topoctl:routed master br-blue up
 ip -n router link set dev eth-blue alias topoctl:routed up
 
-# 10. + veth rt-red in routed-local <-> eth-red in router
+# 12. + veth rt-red in routed-local <-> eth-red in router
 ip -n routed-local link add name rt-red mtu 1500 type veth peer name eth-red mtu 1500 netns router
 ip -n routed-local link set dev rt-red alias topoctl:routed master br-red up
 ip -n router link set dev eth-red alias topoctl:routed up
-
-# 11. ~ sysctl net.ipv4.ip_forward in router
-ip netns exec router sysctl -qw net.ipv4.ip_forward=1
-
-# 12. ~ sysctl net.ipv6.conf.all.forwarding in router
-ip netns exec router sysctl -qw net.ipv6.conf.all.forwarding=1
 
 # 13. + address 10.1.0.10/24 on eth0 in blue-1
 ip -n blue-1 addr add 10.1.0.10/24 dev eth0

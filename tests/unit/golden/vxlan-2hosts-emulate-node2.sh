@@ -31,38 +31,38 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' '' "$(sta
 ip -n vxlan2-underlay link set dev lo up
 fi
 
-# 5. + bridge cni0 in vxlan2-node2
+# 5. ~ sysctl net.ipv4.ip_forward in vxlan2-node2
+ip netns exec vxlan2-node2 sysctl -qw net.ipv4.ip_forward=1
+
+# 6. + bridge cni0 in vxlan2-node2
 ip -n vxlan2-node2 link add name cni0 mtu 1450 address de:6a:8e:99:9a:06 type bridge stp_state 0
 ip -n vxlan2-node2 link set dev cni0 alias topoctl:vxlan2 up
 
-# 6. + bridge br-underlay in vxlan2-underlay
+# 7. + bridge br-underlay in vxlan2-underlay
 # shared by the hosts of this file: made by whichever host's script runs first
 if ! ip -n vxlan2-underlay link show dev br-underlay >/dev/null 2>&1; then
 ip -n vxlan2-underlay link add name br-underlay mtu 1500 address 76:b0:79:6a:df:80 type bridge stp_state 0
 ip -n vxlan2-underlay link set dev br-underlay alias topoctl:vxlan2 up
 fi
 
-# 7. + veth eth0 in db-1 <-> veth-db1 in vxlan2-node2
+# 8. + veth eth0 in db-1 <-> veth-db1 in vxlan2-node2
 ip -n db-1 link add name eth0 mtu 1450 type veth peer name veth-db1 mtu 1450 netns vxlan2-node2
 ip -n db-1 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db1 alias topoctl:vxlan2 master cni0 up
 
-# 8. + veth eth0 in db-2 <-> veth-db2 in vxlan2-node2
+# 9. + veth eth0 in db-2 <-> veth-db2 in vxlan2-node2
 ip -n db-2 link add name eth0 mtu 1450 type veth peer name veth-db2 mtu 1450 netns vxlan2-node2
 ip -n db-2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db2 alias topoctl:vxlan2 master cni0 up
 
-# 9. + veth eth0 in vxlan2-node2 <-> u-node2 in vxlan2-underlay
+# 10. + veth eth0 in vxlan2-node2 <-> u-node2 in vxlan2-underlay
 ip -n vxlan2-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns vxlan2-underlay
 ip -n vxlan2-node2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-underlay link set dev u-node2 alias topoctl:vxlan2 master br-underlay up
 
-# 10. + vxlan flannel.1 in vxlan2-node2
+# 11. + vxlan flannel.1 in vxlan2-node2
 ip -n vxlan2-node2 link add name flannel.1 mtu 1450 address 4a:e4:47:24:6a:7b type vxlan id 1 dstport 8472 local 10.168.0.3 dev eth0 nolearning
 ip -n vxlan2-node2 link set dev flannel.1 alias topoctl:vxlan2 up
-
-# 11. ~ sysctl net.ipv4.ip_forward in vxlan2-node2
-ip netns exec vxlan2-node2 sysctl -qw net.ipv4.ip_forward=1
 
 # 12. + address 10.244.2.2/24 on eth0 in db-1
 ip -n db-1 addr add 10.244.2.2/24 dev eth0

@@ -46,61 +46,61 @@ mkdir -p /run/topoctl/netns
 printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' node1 "$(stat -c %i /run/netns/web-2)" container vxlan2 > /run/topoctl/netns/web-2.json
 ip -n web-2 link set dev lo up
 
-# 8. + bridge cni0 in vxlan2-node1
+# 8. ~ sysctl net.ipv4.ip_forward in vxlan2-node1
+ip netns exec vxlan2-node1 sysctl -qw net.ipv4.ip_forward=1
+
+# 9. ~ sysctl net.ipv4.ip_forward in vxlan2-node2
+ip netns exec vxlan2-node2 sysctl -qw net.ipv4.ip_forward=1
+
+# 10. + bridge cni0 in vxlan2-node1
 ip -n vxlan2-node1 link add name cni0 mtu 1450 address 22:66:3e:0d:e8:c3 type bridge stp_state 0
 ip -n vxlan2-node1 link set dev cni0 alias topoctl:vxlan2 up
 
-# 9. + bridge cni0 in vxlan2-node2
+# 11. + bridge cni0 in vxlan2-node2
 ip -n vxlan2-node2 link add name cni0 mtu 1450 address de:6a:8e:99:9a:06 type bridge stp_state 0
 ip -n vxlan2-node2 link set dev cni0 alias topoctl:vxlan2 up
 
-# 10. + bridge br-underlay in vxlan2-underlay
+# 12. + bridge br-underlay in vxlan2-underlay
 ip -n vxlan2-underlay link add name br-underlay mtu 1500 address 76:b0:79:6a:df:80 type bridge stp_state 0
 ip -n vxlan2-underlay link set dev br-underlay alias topoctl:vxlan2 up
 
-# 11. + veth eth0 in db-1 <-> veth-db1 in vxlan2-node2
+# 13. + veth eth0 in db-1 <-> veth-db1 in vxlan2-node2
 ip -n db-1 link add name eth0 mtu 1450 type veth peer name veth-db1 mtu 1450 netns vxlan2-node2
 ip -n db-1 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db1 alias topoctl:vxlan2 master cni0 up
 
-# 12. + veth eth0 in db-2 <-> veth-db2 in vxlan2-node2
+# 14. + veth eth0 in db-2 <-> veth-db2 in vxlan2-node2
 ip -n db-2 link add name eth0 mtu 1450 type veth peer name veth-db2 mtu 1450 netns vxlan2-node2
 ip -n db-2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db2 alias topoctl:vxlan2 master cni0 up
 
-# 13. + veth eth0 in vxlan2-node1 <-> u-node1 in vxlan2-underlay
+# 15. + veth eth0 in vxlan2-node1 <-> u-node1 in vxlan2-underlay
 ip -n vxlan2-node1 link add name eth0 mtu 1500 type veth peer name u-node1 mtu 1500 netns vxlan2-underlay
 ip -n vxlan2-node1 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-underlay link set dev u-node1 alias topoctl:vxlan2 master br-underlay up
 
-# 14. + veth veth-web1 in vxlan2-node1 <-> eth0 in web-1
+# 16. + veth veth-web1 in vxlan2-node1 <-> eth0 in web-1
 ip -n vxlan2-node1 link add name veth-web1 mtu 1450 type veth peer name eth0 mtu 1450 netns web-1
 ip -n vxlan2-node1 link set dev veth-web1 alias topoctl:vxlan2 master cni0 up
 ip -n web-1 link set dev eth0 alias topoctl:vxlan2 up
 
-# 15. + veth veth-web2 in vxlan2-node1 <-> eth0 in web-2
+# 17. + veth veth-web2 in vxlan2-node1 <-> eth0 in web-2
 ip -n vxlan2-node1 link add name veth-web2 mtu 1450 type veth peer name eth0 mtu 1450 netns web-2
 ip -n vxlan2-node1 link set dev veth-web2 alias topoctl:vxlan2 master cni0 up
 ip -n web-2 link set dev eth0 alias topoctl:vxlan2 up
 
-# 16. + veth eth0 in vxlan2-node2 <-> u-node2 in vxlan2-underlay
+# 18. + veth eth0 in vxlan2-node2 <-> u-node2 in vxlan2-underlay
 ip -n vxlan2-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns vxlan2-underlay
 ip -n vxlan2-node2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-underlay link set dev u-node2 alias topoctl:vxlan2 master br-underlay up
 
-# 17. + vxlan flannel.1 in vxlan2-node1
+# 19. + vxlan flannel.1 in vxlan2-node1
 ip -n vxlan2-node1 link add name flannel.1 mtu 1450 address 6a:73:1e:1f:90:d6 type vxlan id 1 dstport 8472 local 10.168.0.2 dev eth0 nolearning
 ip -n vxlan2-node1 link set dev flannel.1 alias topoctl:vxlan2 up
 
-# 18. + vxlan flannel.1 in vxlan2-node2
+# 20. + vxlan flannel.1 in vxlan2-node2
 ip -n vxlan2-node2 link add name flannel.1 mtu 1450 address 4a:e4:47:24:6a:7b type vxlan id 1 dstport 8472 local 10.168.0.3 dev eth0 nolearning
 ip -n vxlan2-node2 link set dev flannel.1 alias topoctl:vxlan2 up
-
-# 19. ~ sysctl net.ipv4.ip_forward in vxlan2-node1
-ip netns exec vxlan2-node1 sysctl -qw net.ipv4.ip_forward=1
-
-# 20. ~ sysctl net.ipv4.ip_forward in vxlan2-node2
-ip netns exec vxlan2-node2 sysctl -qw net.ipv4.ip_forward=1
 
 # 21. + address 10.244.2.2/24 on eth0 in db-1
 ip -n db-1 addr add 10.244.2.2/24 dev eth0

@@ -16,26 +16,26 @@ mkdir -p /run/topoctl/netns
 printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' node1 "$(stat -c %i /run/netns/web-2)" container vxlan2 > /run/topoctl/netns/web-2.json
 ip -n web-2 link set dev lo up
 
-# 3. + bridge cni0 in (root)
+# 3. ~ sysctl net.ipv4.ip_forward in (root)
+sysctl -qw net.ipv4.ip_forward=1
+
+# 4. + bridge cni0 in (root)
 ip link add name cni0 mtu 1450 address 22:66:3e:0d:e8:c3 type bridge stp_state 0
 ip link set dev cni0 alias topoctl:vxlan2 up
 
-# 4. + veth veth-web1 in (root) <-> eth0 in web-1
+# 5. + veth veth-web1 in (root) <-> eth0 in web-1
 ip link add name veth-web1 mtu 1450 type veth peer name eth0 mtu 1450 netns web-1
 ip link set dev veth-web1 alias topoctl:vxlan2 master cni0 up
 ip -n web-1 link set dev eth0 alias topoctl:vxlan2 up
 
-# 5. + veth veth-web2 in (root) <-> eth0 in web-2
+# 6. + veth veth-web2 in (root) <-> eth0 in web-2
 ip link add name veth-web2 mtu 1450 type veth peer name eth0 mtu 1450 netns web-2
 ip link set dev veth-web2 alias topoctl:vxlan2 master cni0 up
 ip -n web-2 link set dev eth0 alias topoctl:vxlan2 up
 
-# 6. + vxlan flannel.1 in (root)
+# 7. + vxlan flannel.1 in (root)
 ip link add name flannel.1 mtu 1450 address 6a:73:1e:1f:90:d6 type vxlan id 1 dstport 8472 local 10.168.0.2 nolearning
 ip link set dev flannel.1 alias topoctl:vxlan2 up
-
-# 7. ~ sysctl net.ipv4.ip_forward in (root)
-sysctl -qw net.ipv4.ip_forward=1
 
 # 8. + address 10.244.1.0/32 on flannel.1 in (root)
 ip addr add 10.244.1.0/32 dev flannel.1
