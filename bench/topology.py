@@ -15,6 +15,9 @@ SUBNET = ipaddress.ip_network("10.128.0.0/16")
 class BenchTopology:
     n: int
     tag: str  # keeps names unique on the machine
+    # False: IPv6 off in every namespace before its interfaces exist (sysctl default.disable_ipv6),
+    # which removes the kernel's per-interface IPv6 autoconfiguration traffic (docs/performance.md)
+    ipv6: bool = True
 
     @property
     def name(self) -> str:
@@ -38,10 +41,12 @@ class BenchTopology:
         return f"v{i}"
 
     def document(self) -> dict:
+        off = {"sysctls": {"net.ipv6.conf.default.disable_ipv6": "1"}} if not self.ipv6 else {}
         return {
             "apiVersion": "topoctl/v1", "kind": "Topology", "name": self.name,
+            **({"hosts": {"local": off}} if off else {}),
             "bridges": {"br0": {"addresses": [str(self.gateway)]}},
-            "namespaces": {self.container(i): {"routes": [{"to": "default", "via": str(self.gateway.ip)}]}
+            "namespaces": {self.container(i): {"routes": [{"to": "default", "via": str(self.gateway.ip)}], **off}
                            for i in range(self.n)},
             "links": [{"type": "veth", "endpoints": [
                 {"namespace": self.container(i), "name": "eth0", "addresses": [str(self.address(i))]},
