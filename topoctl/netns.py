@@ -317,16 +317,37 @@ def _remove_orphaned_temporaries(folder: str, files: list[str]) -> None:
                 pass  # alive, someone else's
 
 
+# Records already read by this process, by name, with the (inode, mtime, size) they had: a run
+# lists the records several times (plan, verify, destroy), and other topologies' records on
+# the machine need not be parsed again. A record is only ever replaced by rename, so a changed
+# file always has a new inode.
+_records_seen: dict[str, tuple[tuple[int, int, int], NetnsRecord | None]] = {}
+
+
 def netns_records() -> dict[str, NetnsRecord]:
-    """Every namespace record, each file read once."""
+    """Every namespace record; files unchanged since this process last read them are not read again."""
     folder = os.path.join(STATE_DIR, "netns")
     try:
-        files = os.listdir(folder)
+        entries = list(os.scandir(folder))
     except FileNotFoundError:
         return {}
-    _remove_orphaned_temporaries(folder, files)
-    names = [f[:-5] for f in files if f.endswith(".json")]
-    return {name: record for name in names if (record := read_netns_record(name)) is not None}
+    _remove_orphaned_temporaries(folder, [e.name for e in entries])
+    records: dict[str, NetnsRecord] = {}
+    for entry in entries:
+        if not entry.name.endswith(".json"):
+            continue
+        name = entry.name[:-5]
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        seen = _records_seen.get(name)
+        if seen is None or seen[0] != signature:
+            seen = _records_seen[name] = (signature, read_netns_record(name))
+        if seen[1] is not None:
+            records[name] = seen[1]
+    return records
 
 
 def recorded_netns(topology: str) -> list[str]:
