@@ -8,7 +8,7 @@ the sort key, so a plan is deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from .state import Address, Fdb, Link, Neighbour, Netns, RouteEntry, Scope, scope_label, scope_sort
 
@@ -64,10 +64,6 @@ class Action:
     def as_json(self) -> dict:
         return {"action": self.verb, "type": self.noun, "netns": self.scope,
                 "subject": self.subject(), **{k: _jsonable(v) for k, v in self.details().items()}}
-
-    def inverse(self) -> Optional["Action"]:
-        """The action that undoes this one, when the plan holds enough to build it."""
-        return None
 
 
 class _OnRoute:
@@ -132,9 +128,6 @@ class DeleteRoute(_OnRoute, Action):
     verb = DELETE
     noun = "route"
 
-    def inverse(self) -> Action:
-        return AddRoute(self.route)
-
 
 @dataclass(frozen=True)
 class DeleteAddress(_OnAddress, Action):
@@ -142,9 +135,6 @@ class DeleteAddress(_OnAddress, Action):
     phase = 2
     verb = DELETE
     noun = "address"
-
-    def inverse(self) -> Action:
-        return AddAddress(self.address)
 
 
 @dataclass(frozen=True)
@@ -187,9 +177,6 @@ class CreateNamespace(_OnNetns, Action):
     def details(self) -> dict:
         return {"name": self.netns.name, "role": self.netns.role, "host": self.netns.host}
 
-    def inverse(self) -> Action:
-        return DeleteNamespace(self.netns)
-
 
 def _link_details(link: Link) -> dict:
     out = {"name": link.name, "kind": link.kind, "mtu": link.mtu, "state": "up" if link.up else "down"}
@@ -218,9 +205,6 @@ class CreateBridge(_OnLink, Action):
         if self.reason:
             out["replace_reason"] = self.reason
         return out
-
-    def inverse(self) -> Action:
-        return DeleteLink(self.link)
 
 
 @dataclass(frozen=True)
@@ -252,9 +236,6 @@ class CreateVeth(Action):
             out["replace_reason"] = self.reason
         return out
 
-    def inverse(self) -> Action:
-        return DeleteLink(self.a)
-
     def ordered(self) -> tuple[Link, Link]:
         """(first, peer): the end created first, so its peer is moved by namespace name.
         The root namespace has no name, so an end in it is always created first."""
@@ -281,9 +262,6 @@ class SetLink(_OnLink, Action):
         out = super().as_json()
         out["changes"] = self.details()["changes"]
         return out
-
-    def inverse(self) -> Action:
-        return SetLink(self.link, tuple(Change(c.attribute, c.new, c.old) for c in self.changes))
 
 
 @dataclass(frozen=True)
@@ -312,9 +290,6 @@ class SetSysctl(Action):
     def details(self) -> dict:
         return {"key": self.key, "old": self.old, "new": self.new}
 
-    def inverse(self) -> Action | None:
-        return SetSysctl(self.where, self.key, self.new, self.old) if self.old is not None else None
-
 
 @dataclass(frozen=True)
 class AddAddress(_OnAddress, Action):
@@ -322,9 +297,6 @@ class AddAddress(_OnAddress, Action):
     phase = 17
     verb = CREATE
     noun = "address"
-
-    def inverse(self) -> Action:
-        return DeleteAddress(self.address)
 
 
 @dataclass(frozen=True)
@@ -337,9 +309,6 @@ class AddRoute(_OnRoute, Action):
     phase = 19
     verb = CREATE
     noun = "route"
-
-    def inverse(self) -> Action:
-        return DeleteRoute(self.route)
 
 
 @dataclass(frozen=True)
@@ -372,9 +341,6 @@ class ReplaceRoute(Action):
         out["changes"] = self.details()["changes"]
         return out
 
-    def inverse(self) -> Action:
-        return ReplaceRoute(self.new, self.old)
-
 
 # -- VXLAN: the device, and per remote host a neighbour and an FDB entry --------------------
 
@@ -396,9 +362,6 @@ class CreateVxlan(_OnLink, Action):
         if self.reason:
             out["replace_reason"] = self.reason
         return out
-
-    def inverse(self) -> Action:
-        return DeleteLink(self.link)
 
 
 class _OnNeighbour:
@@ -437,9 +400,6 @@ class DeleteNeighbour(_OnNeighbour, Action):
     verb = DELETE
     noun = "neighbour"
 
-    def inverse(self) -> Action:
-        return AddNeighbour(self.neighbour)
-
 
 @dataclass(frozen=True)
 class DeleteFdb(_OnFdb, Action):
@@ -447,9 +407,6 @@ class DeleteFdb(_OnFdb, Action):
     phase = 1
     verb = DELETE
     noun = "fdb"
-
-    def inverse(self) -> Action:
-        return AddFdb(self.fdb)
 
 
 @dataclass(frozen=True)
@@ -471,12 +428,6 @@ class AddNeighbour(_OnNeighbour, Action):
             out["changes"] = [{"attribute": "mac", "old": self.old_mac, "new": self.neighbour.mac}]
         return out
 
-    def inverse(self) -> Action:
-        if self.old_mac:
-            return AddNeighbour(Neighbour(self.neighbour.scope, self.neighbour.dev, self.neighbour.ip, self.old_mac),
-                                self.neighbour.mac)
-        return DeleteNeighbour(self.neighbour)
-
 
 @dataclass(frozen=True)
 class AddFdb(_OnFdb, Action):
@@ -486,9 +437,6 @@ class AddFdb(_OnFdb, Action):
     phase = 18
     verb = CREATE
     noun = "fdb"
-
-    def inverse(self) -> Action:
-        return DeleteFdb(self.fdb)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .netns import PartialCreate
 from .model import Topology
 from .observe import observe
 from .planner import plan
+from .restore import restore_target
 from .saved import SavedPlan, fingerprint
 from .state import State
 
@@ -145,19 +146,58 @@ class ApplyReport:
     writes: int  # kernel changes made
 
 
-def _rollback(kernel: Kernel, done: list[Action], topology: str) -> tuple[int, tuple[str, ...]]:
-    undone, errors = 0, []
-    for action in reversed(done):
-        inverse = action.inverse()
-        if inverse is None:
-            errors.append(f"{action.verb} {action.subject()} (not reversible)")
-            continue
+def _differs(check: Plan, command: str) -> str:
+    lines = "; ".join(f"{a.verb} {a.subject()}" for a in check.actions[:5])
+    return f"the kernel state still differs after {command}: {lines}"
+
+
+def _rolled_back(kernel: Kernel, context: Context, before: State, failed: str, done: int,
+                 verification: bool = False) -> TopoctlError:
+    """Restore `before` and describe the failure and the rollback in one error."""
+    steps, errors = _restore(kernel, context, before)
+    if errors:
+        hint = f"rolled back with {steps} steps, but not all of it; not undone: " + "; ".join(errors)
+    elif steps:
+        hint = f"rolled back: {steps} steps restored the state before the apply ({done} changes had been made)"
+    else:
+        hint = "rolled back: nothing had been changed"
+    if verification:
+        return VerificationFailed(failed, hint + "; something else changed these objects meanwhile")
+    return ApplyFailed(failed, hint, rolled_back=steps, rollback_errors=errors)
+
+
+def _restore(kernel: Kernel, context: Context, before: State) -> tuple[int, tuple[str, ...]]:
+    """Roll back by planning from what the failed run left to what was there before it (see
+    restore.py), and running that plan. Each step that fails is noted and the rest still run;
+    then the state is read again, and whatever still differs is reported as not undone.
+    Returns (steps run, what could not be undone)."""
+    topology = context.topology.name
+    target = restore_target(before, topology)
+    errors: list[str] = []
+    steps = 0
+    now = context.observe(kernel)
+    try:
+        back = plan(target, now, topology)
+    except TopoctlError as err:
+        return 0, (f"no way back was found: {err.message}",)
+    for action in back.actions:
         try:
-            execute(kernel, inverse, topology)
-            undone += 1
+            execute(kernel, action, topology)
+            steps += 1
         except TopoctlError as err:
             errors.append(f"{action.verb} {action.subject()} ({err.message})")
-    return undone, tuple(errors)
+    deleted = [a.netns.name for a in back.actions if isinstance(a, DeleteNamespace)]
+    if deleted:
+        _settle(kernel, context, deleted, now)
+    try:
+        left = plan(target, context.observe(kernel), topology)
+    except TopoctlError as err:
+        left, errors = None, errors + [err.message]
+    if left is not None and not left.empty:
+        errors.extend(f"{a.verb} {a.subject()}" for a in left.actions[:5])
+        if len(left.actions) > 5:
+            errors.append(f"and {len(left.actions) - 5} more")
+    return steps, tuple(errors)
 
 
 def _settle(kernel: Kernel, context: Context, deleted: list[str], live: State) -> None:
@@ -183,13 +223,18 @@ def _settle(kernel: Kernel, context: Context, deleted: list[str], live: State) -
 
 def _injected_fault() -> int:
     """Test hook: TOPOCTL_FAULT_AT=k makes the k-th step of an apply fail as a kernel refusal
-    would, so that tests can prove the rollback for every k."""
+    would, so that tests can prove the rollback for every k; TOPOCTL_FAULT_AT=verify makes the
+    verification after the last step fail."""
     value = os.environ.get(FAULT_ENV, "")
     return int(value) if value.isdigit() else 0
 
 
 def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
-                 progress: Progress | None = None, log: journal.Journal | None = None) -> None:
+                 progress: Progress | None = None, log: journal.Journal | None = None,
+                 destroy: bool = False) -> None:
+    """Run the plan's steps in order. If one fails (or Ctrl-C), an apply is rolled back to
+    `live`, the state it started from; a destroy stops where it is (what it removed stays
+    removed, and running it again finishes it)."""
     done: list[Action] = []
     actions = the_plan.actions
     total = len(actions)
@@ -232,12 +277,11 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
             number += 1
     except (TopoctlError, KeyboardInterrupt) as err:
         reason = err.message if isinstance(err, TopoctlError) else "interrupted"
-        undone, errors = _rollback(kernel, done, context.topology.name)
-        hint = f"rolled back {undone} of {len(done)} earlier changes"
-        if errors:
-            hint += "; not undone: " + "; ".join(errors)
-        raise ApplyFailed(f"step {number + 1} of {total} failed: {reason}", hint,
-                          rolled_back=undone, rollback_errors=errors) from None
+        failed = f"step {number + 1} of {total} failed: {reason}"
+        if destroy:
+            raise ApplyFailed(failed, f"{len(done)} earlier steps were done and stay done; "
+                              "run destroy again to finish") from None
+        raise _rolled_back(kernel, context, live, failed, len(done)) from None
     deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
     if deleted:
         _settle(kernel, context, deleted, live)
@@ -265,16 +309,24 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
     if not the_plan.empty:
         log = journal.Journal(topology, "destroy" if destroy else "apply", len(the_plan.actions))
         try:
-            execute_plan(kernel, context, the_plan, live, progress, log)
+            execute_plan(kernel, context, the_plan, live, progress, log, destroy=destroy)
+            check, _ = context.plan(kernel, destroy=destroy)
+            injected = os.environ.get(FAULT_ENV) == "verify" and not destroy
+            if (not check.empty or injected) and not destroy:
+                # Something changed under the apply: it did not reach the file's state, so it
+                # goes back to the state it started from, as a failed step would.
+                failed = (f"verification: injected fault ({FAULT_ENV}=verify)" if check.empty
+                          else _differs(check, "apply"))
+                raise _rolled_back(kernel, context, live, failed, len(the_plan.actions), verification=True)
         finally:
             log.close()  # finished or rolled back: nothing for a later run to take over
-    check, _ = context.plan(kernel, destroy=destroy)
+    else:
+        check = the_plan
     if destroy:
         for name in ns.recorded_netns(context.topology.name):
             if name not in ns.list_netns():
                 ns.forget_netns(name)  # a record of a namespace already gone by other means
     if not check.empty:
-        lines = "; ".join(f"{a.verb} {a.subject()}" for a in check.actions[:5])
-        raise VerificationFailed(f"the kernel state still differs after {'destroy' if destroy else 'apply'}: {lines}",
+        raise VerificationFailed(_differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")
     return ApplyReport(plan=the_plan, seconds=time.monotonic() - started, writes=kernel.writes - writes_before)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from dataclasses import replace as dataclass_replace
 from typing import Callable, Iterable
 
 from . import netns as ns
@@ -414,6 +415,12 @@ def _set_sysctl(kernel: Kernel, action: SetSysctl, topology: str) -> None:
     if action.new is None:
         return
     kernel.write_sysctl(action.scope, action.key, action.new)
+    if action.scope is not None:
+        # Remembered in the namespace's record, so that its value is read back (and restored
+        # by a rollback) even once no file names it.
+        record = ns.read_netns_record(action.scope)
+        if record is not None and action.key not in record.sysctls:
+            ns.record_netns(action.scope, dataclass_replace(record, sysctls=record.sysctls + (action.key,)))
 
 
 def _address_request(kernel: Kernel, address: Address, add: bool) -> None:

@@ -248,6 +248,7 @@ class NetnsRecord:
     host: str
     role: str
     inode: int = 0  # of the namespace itself: a namespace re-made by someone else is not ours
+    sysctls: tuple[str, ...] = ()  # keys topoctl has written in it: read back even when no file names them
 
 
 def netns_inode(name: str) -> int:
@@ -281,16 +282,17 @@ def _read_json(path: str) -> object | None:
 
 def record_netns(name: str, record: NetnsRecord) -> None:
     _write_json(_record_path(name), {"topology": record.topology, "host": record.host, "role": record.role,
-                                     "inode": record.inode})
+                                     "inode": record.inode, "sysctls": list(record.sysctls)})
 
 
 def read_netns_record(name: str) -> NetnsRecord | None:
     data = _read_json(_record_path(name))
     if not isinstance(data, dict) or not isinstance(data.get("topology"), str):
         return None
-    inode = data.get("inode")
+    inode, sysctls = data.get("inode"), data.get("sysctls")
     return NetnsRecord(data["topology"], str(data.get("host", "")), str(data.get("role", "container")),
-                       inode if isinstance(inode, int) else 0)
+                       inode if isinstance(inode, int) else 0,
+                       tuple(k for k in sysctls if isinstance(k, str)) if isinstance(sysctls, list) else ())
 
 
 def forget_netns(name: str) -> None:

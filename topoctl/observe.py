@@ -172,7 +172,11 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
 
     for scope in {scope for scope, _ in vxlan_devs}:
         _read_vxlan_tables(kernel, scope, vxlan_devs, state)
-    state.sysctls.update(kernel.read_sysctls((s, k) for s, k in sysctls if s in state.scopes))
+    wanted_sysctls = {(s, k) for s, k in sysctls if s in state.scopes}
+    for name, netns in state.namespaces.items():  # and what topoctl wrote in its namespaces before
+        if netns.owner == topology and name in state.scopes:
+            wanted_sysctls.update((name, key) for key in records[name].sysctls)
+    state.sysctls.update(kernel.read_sysctls(sorted(wanted_sysctls, key=lambda sk: (sk[0] or "", sk[1]))))
     return state
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
+
+from topoctl import netns as ns
 
 from .conftest import netns_names
 
@@ -24,7 +27,7 @@ def test_failed_first_apply_leaves_nothing(sandbox_factory):
     before = netns_names()
     result = box.run("apply", expect=1)
     assert "failed: sysctl net.ipv4.no_such_knob does not exist in" in result.stderr
-    assert "rolled back 4 of 4 earlier changes" in result.stderr
+    assert "rolled back: 3 steps restored the state before the apply (3 changes had been made)" in result.stderr
     assert netns_names() == before
     assert box.leftovers() == []
 
@@ -84,3 +87,77 @@ def test_a_fault_at_every_step_of_a_change_restores_the_state_before(sandbox_fac
         assert result.returncode == 1 and f"step {k} of {steps} failed" in result.stderr
         assert box.show() == before, f"fault at step {k}: state differs after rollback"
         assert box.ns("nginx-9") not in netns_names()
+
+
+def _sysctl(namespace: str, key: str) -> str:
+    return ns.run_in_netns(namespace, lambda: open("/proc/sys/" + key.replace(".", "/")).read().strip())
+
+
+def test_a_fault_at_every_step_of_a_change_with_deletions_restores_the_state_before(sandbox_factory):
+    """The deleted objects come back whole: a namespace with its cable, address, route and
+    sysctl; a veth pair replaced (-/+) with its MACs; a bridge port detached."""
+    box = sandbox_factory("docker0.yaml")
+    data = json.loads(json.dumps(box.original))
+    data["namespaces"]["nginx-3"] = {"routes": [{"to": "10.30.0.0/16", "via": "172.17.0.1"}],
+                                     "sysctls": {"net.ipv4.ip_forward": "1"}}
+    data["links"].append({"type": "veth", "endpoints": [
+        {"namespace": "nginx-3", "name": "eth0", "addresses": ["172.17.0.4/16"]},
+        {"bridge": "docker0", "name": "veth-nginx3"}]})
+    box.write(data)
+    box.apply()
+    before = box.show()
+    macs = {ns_name: subprocess.run(["ip", "-n", box.ns(ns_name), "-j", "link", "show", "dev", "eth0"],
+                                    capture_output=True, text=True, check=True).stdout for ns_name in ("nginx-1", "nginx-3")}
+
+    changed = json.loads(json.dumps(box.original))                     # nginx-3 and its cable removed
+    changed["links"][0]["endpoints"][0]["name"] = "eth1"                # nginx-1's pair replaced (-/+)
+    changed["bridges"]["docker0"]["mtu"] = 1400                          # a change in place
+    changed["namespaces"]["nginx-9"] = {}                                # a creation
+    box.write(changed)
+    kinds = [(a["action"], a["type"]) for a in box.plan()["actions"]]
+    assert ("delete", "namespace") in kinds and ("delete", "link") in kinds and ("create", "link") in kinds
+    steps = len(kinds)
+    for k in range(1, steps + 1):
+        result = _run_with_fault(box, k)
+        assert result.returncode == 1 and f"step {k} of {steps} failed" in result.stderr, result.stderr
+        assert "rolled back" in result.stderr and "not undone" not in result.stderr, result.stderr
+        assert box.show() == before, f"fault at step {k}: state differs after rollback"
+        assert box.ns("nginx-9") not in netns_names()
+        assert _sysctl(box.ns("nginx-3"), "net.ipv4.ip_forward") == "1", f"fault at step {k}: sysctl lost"
+        for ns_name, shown in macs.items():
+            now = subprocess.run(["ip", "-n", box.ns(ns_name), "-j", "link", "show", "dev", "eth0"],
+                                 capture_output=True, text=True, check=True).stdout
+            assert json.loads(now)[0]["address"] == json.loads(shown)[0]["address"], f"fault at step {k}: MAC"
+    box.apply()  # and without a fault the change goes through
+    assert box.ns("nginx-3") not in netns_names()
+
+
+def test_a_replaced_bridge_is_restored_with_its_ports(sandbox_factory):
+    box = sandbox_factory("docker0.yaml")
+    box.apply()
+    before = box.show()
+    changed = json.loads(json.dumps(box.original))
+    changed["bridges"]["docker0"]["stp"] = True if not changed["bridges"]["docker0"].get("stp") else False
+    changed["bridges"]["docker0"]["name"] = "docker1"                  # the bridge is replaced
+    box.write(changed)
+    steps = len(box.plan()["actions"])
+    for k in range(1, steps + 1):
+        result = _run_with_fault(box, k)
+        assert result.returncode == 1 and f"step {k} of {steps} failed" in result.stderr, result.stderr
+        assert box.show() == before, f"fault at step {k}: state differs after rollback"
+    assert box.ping(box.ns("nginx-1"), "172.17.0.3")  # and the restored bridge carries traffic
+
+
+def test_a_failed_verification_rolls_back_the_whole_apply(sandbox_factory):
+    box = sandbox_factory("docker0.yaml")
+    box.apply()
+    before = box.show()
+    changed = json.loads(json.dumps(box.original))
+    changed["bridges"]["docker0"]["mtu"] = 1400
+    changed["namespaces"]["nginx-9"] = {}
+    box.write(changed)
+    result = _run_with_fault(box, "verify")
+    assert result.returncode == 1, result.stderr
+    assert "verification: injected fault" in result.stderr and "rolled back" in result.stderr, result.stderr
+    assert box.show() == before
+    assert box.ns("nginx-9") not in netns_names()
