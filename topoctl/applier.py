@@ -186,6 +186,9 @@ def _restore(kernel: Kernel, context: Context, before: State) -> tuple[int, tupl
             steps += 1
         except TopoctlError as err:
             errors.append(f"{action.verb} {action.subject()} ({err.message})")
+        except KeyboardInterrupt:  # a second Ctrl-C stops the rollback; what differs is still reported
+            errors.append("the rollback was interrupted")
+            break
     deleted = [a.netns.name for a in back.actions if isinstance(a, DeleteNamespace)]
     if deleted:
         _settle(kernel, context, deleted, now)
@@ -311,7 +314,7 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
         try:
             execute_plan(kernel, context, the_plan, live, progress, log, destroy=destroy)
             check, _ = context.plan(kernel, destroy=destroy)
-            injected = os.environ.get(FAULT_ENV) == "verify" and not destroy
+            injected = os.environ.get(FAULT_ENV) == "verify"
             if (not check.empty or injected) and not destroy:
                 # Something changed under the apply: it did not reach the file's state, so it
                 # goes back to the state it started from, as a failed step would.

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from .actions import Action, AddRoute, CreateBridge, CreateNamespace, CreateVeth, CreateVxlan, ReplaceRoute
 
 JOURNAL_DIR = os.path.join(os.environ.get("TOPOCTL_STATE_DIR", "/run/topoctl"), "journal")
+# Test hook: every journal line is also appended here, tagged with the writer's pid, and kept
+# (the journal itself is removed when a run ends), so that tests can see how runs followed
+# each other.
+TEE_ENV = "TOPOCTL_JOURNAL_TEE"
 
 
 def _path(topology: str) -> str:
@@ -48,12 +52,17 @@ class Journal:
         os.makedirs(JOURNAL_DIR, mode=0o755, exist_ok=True)
         self.path = _path(topology)
         self.out = open(self.path, "a", encoding="utf-8")
+        tee = os.environ.get(TEE_ENV)
+        self.tee = open(tee, "a", encoding="utf-8") if tee else None
         self._write({"event": "begin", "pid": os.getpid(), "verb": verb, "steps": steps,
                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def _write(self, record: dict) -> None:
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()  # a line must reach the file before the step's first netlink request
+        if self.tee is not None:
+            self.tee.write(json.dumps({"pid": os.getpid(), **record}) + "\n")
+            self.tee.flush()
 
     def intend(self, step: int, action: Action) -> None:
         self._write({"event": "intend", "step": step, "what": f"{action.verb} {action.subject()}",
@@ -63,6 +72,9 @@ class Journal:
         self._write({"event": "done", "step": step})
 
     def close(self) -> None:
+        if self.tee is not None:
+            self._write({"event": "end"})
+            self.tee.close()
         self.out.close()
         try:
             os.unlink(self.path)

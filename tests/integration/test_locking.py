@@ -35,3 +35,32 @@ def test_two_applies_started_together_both_succeed_one_after_the_other(sandbox_f
     writes = sorted(__import__("json").loads(out)["kernel_writes"] for out, _ in outputs)
     assert writes[0] == 0 and writes[1] > 0  # the second saw the first one's finished work
     assert box.plan_exit() == 0
+
+
+def test_two_applies_of_different_files_take_turns_in_the_journal(sandbox_factory, tmp_path):
+    """Both have work to do (a build and a change, in either order): the journal lines of one
+    run all come before the other's, and the file applied last is what the kernel holds."""
+    import json
+    import os
+
+    box = sandbox_factory("docker0.yaml")
+    changed = json.loads(json.dumps(box.original))
+    changed["bridges"]["docker0"]["mtu"] = 1400
+    changed["namespaces"]["nginx-9"] = {}
+    other = tmp_path / "changed.yaml"
+    other.write_text(__import__("yaml").safe_dump(box.rename(changed), sort_keys=False))
+    tee = tmp_path / "journal.jsonl"
+    env = {**os.environ, "TOPOCTL_JOURNAL_TEE": str(tee)}
+    runs = [subprocess.Popen([*TOPOCTL, "apply", "--emulate", "-o", "json", str(path)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for path in (box.path, other)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    lines = [json.loads(line) for line in tee.read_text().splitlines()]
+    pids = [line["pid"] for line in lines]
+    first, second = pids[0], pids[-1]
+    assert first != second, "both runs had work to do, so both wrote a journal"
+    assert pids == [first] * pids.count(first) + [second] * pids.count(second), "the runs interleaved"
+    assert [line["event"] for line in lines if line["event"] in ("begin", "end")] == ["begin", "end"] * 2
+    last = box.path if second == runs[0].pid else other
+    assert box.run("plan", "-d", expect=None, path=last).returncode == 0
