@@ -206,6 +206,18 @@ class CreateBridge(_OnLink, Action):
             out["replace_reason"] = self.reason
         return out
 
+    def provisional_mtu(self) -> int | None:
+        """The MTU to create the bridge with, one off the wanted one, which is then set right away.
+
+        A bridge follows its smallest port's MTU as ports come and go, unless its MTU was once
+        changed (the kernel's "MTU set by user" flag, set only by a change, not at creation):
+        created at 1400 with 1500 ports, it would be 1500 once they join. The change from the
+        provisional value to the wanted one sets the flag."""
+        mtu = self.link.mtu
+        if mtu is None:
+            return None
+        return mtu - 1 if mtu > 68 else mtu + 1
+
 
 @dataclass(frozen=True)
 class CreateVeth(Action):

@@ -272,9 +272,11 @@ def _link_attrs(link: Link) -> bytes:
     return out
 
 
-def _finish_link(kernel: Kernel, link: Link, topology: str) -> None:
-    """Mark a new link as ours, attach it, and set its state: one netlink request."""
+def _finish_link(kernel: Kernel, link: Link, topology: str, mtu: int | None = None) -> None:
+    """Mark a new link as ours, attach it, and set its state (and `mtu`): one netlink request."""
     attributes = attr_str(IFLA_IFALIAS, owner_alias(topology))
+    if mtu is not None:
+        attributes += attr_u32(IFLA_MTU, mtu)
     if link.master is not None:
         attributes += attr_u32(IFLA_MASTER, kernel.index_of(link.scope, link.master))
     kernel.rtnl(link.scope).link_set(kernel.index_of(link.scope, link.name), up=link.up, attributes=attributes)
@@ -321,9 +323,9 @@ def _delete_namespace(kernel: Kernel, action: DeleteNamespace, topology: str) ->
 
 def _create_bridge(kernel: Kernel, action: CreateBridge, topology: str) -> None:
     link = action.link
-    kernel.rtnl(link.scope).link_add(link.name, "bridge", _link_attrs(link),
+    kernel.rtnl(link.scope).link_add(link.name, "bridge", _link_attrs(dataclass_replace(link, mtu=action.provisional_mtu())),
                                      attr_u32(IFLA_BR_STP_STATE, 1 if link.stp else 0))
-    _finish_link(kernel, link, topology)
+    _finish_link(kernel, link, topology, mtu=link.mtu)  # pins the MTU: see provisional_mtu()
 
 
 def _create_veth(kernel: Kernel, action: CreateVeth, topology: str) -> None:

@@ -112,3 +112,30 @@ def test_a_namespace_default_sysctl_applies_to_the_interfaces_topoctl_creates(sa
     assert families == {"inet"}, families  # no IPv6 link-local address on eth0
     assert ns.run_in_netns(where, lambda: open("/proc/sys/net/ipv4/conf/eth0/rp_filter").read().strip()) == "2"
     assert box.plan_exit() == 0
+
+
+@pytest.mark.parametrize("mtu", [1400, 9000])
+def test_a_bridge_keeps_its_mtu_when_ports_of_another_mtu_join(sandbox_factory, mtu):
+    """A bridge follows its smallest port's MTU unless its own was changed once: a cold build
+    of a bridge at 1400 (or 9000) with 1500 ports must leave it at 1400 (9000), through a
+    drift repair that re-creates a port too; and the script must do the same."""
+    data = yaml.safe_load((ROOT / "topologies" / "docker0.yaml").read_text())
+    data["bridges"]["docker0"]["mtu"] = mtu
+    box = sandbox_factory(data)
+    box.apply()
+    assert box.plan_exit() == 0
+
+    def bridge_mtu() -> int:
+        shown = subprocess.run(["ip", "-n", box.host(), "-j", "link", "show", "dev", "docker0"],
+                               capture_output=True, text=True, check=True)
+        return json.loads(shown.stdout)[0]["mtu"]
+
+    assert bridge_mtu() == mtu
+    port = data["links"][0]["endpoints"][1]["name"]
+    subprocess.run(["ip", "-n", box.host(), "link", "del", port], check=True)
+    box.apply()
+    assert bridge_mtu() == mtu and box.plan_exit() == 0
+    box.run("destroy")
+    script = box.run("render").stdout
+    subprocess.run(["sh", "-s"], input=script, text=True, check=True, capture_output=True)
+    assert bridge_mtu() == mtu and box.plan_exit() == 0

@@ -19,8 +19,9 @@ ip -n nginx-2 link set dev lo up
 # 3. + bridge docker0 in (root)
 brctl addbr docker0
 brctl stp docker0 off
-ip link set dev docker0 mtu 1500 address da:6f:4b:83:09:56
-ip link set dev docker0 alias topoctl:docker0 up
+ip link set dev docker0 mtu 1499 address da:6f:4b:83:09:56
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip link set dev docker0 mtu 1500 alias topoctl:docker0 up
 
 # 4. + veth veth-nginx1 in (root) <-> eth0 in nginx-1
 ip link add name veth-nginx1 mtu 1500 type veth peer name eth0 mtu 1500 address 02:42:ac:11:00:02 netns nginx-1

@@ -23,8 +23,9 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' local "$(
 ip -n nginx-2 link set dev lo up
 
 # 4. + bridge docker0 in docker0-local
-ip -n docker0-local link add name docker0 mtu 1500 address da:6f:4b:83:09:56 type bridge stp_state 0
-ip -n docker0-local link set dev docker0 alias topoctl:docker0 up
+ip -n docker0-local link add name docker0 mtu 1499 address da:6f:4b:83:09:56 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n docker0-local link set dev docker0 mtu 1500 alias topoctl:docker0 up
 
 # 5. + veth veth-nginx1 in docker0-local <-> eth0 in nginx-1
 ip -n docker0-local link add name veth-nginx1 mtu 1500 type veth peer name eth0 mtu 1500 address 02:42:ac:11:00:02 netns nginx-1

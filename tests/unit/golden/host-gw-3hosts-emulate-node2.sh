@@ -29,14 +29,16 @@ fi
 ip netns exec hostgw3-node2 sysctl -qw net.ipv4.ip_forward=1
 
 # 5. + bridge cni0 in hostgw3-node2
-ip -n hostgw3-node2 link add name cni0 mtu 1500 address 3a:8e:81:f3:ac:21 type bridge stp_state 0
-ip -n hostgw3-node2 link set dev cni0 alias topoctl:hostgw3 up
+ip -n hostgw3-node2 link add name cni0 mtu 1499 address 3a:8e:81:f3:ac:21 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n hostgw3-node2 link set dev cni0 mtu 1500 alias topoctl:hostgw3 up
 
 # 6. + bridge br-underlay in hostgw3-underlay
 # shared by the hosts of this file: made by whichever host's script runs first
 if ! ip -n hostgw3-underlay link show dev br-underlay >/dev/null 2>&1; then
-ip -n hostgw3-underlay link add name br-underlay mtu 1500 address 1e:23:6f:cb:16:d5 type bridge stp_state 0
-ip -n hostgw3-underlay link set dev br-underlay alias topoctl:hostgw3 up
+ip -n hostgw3-underlay link add name br-underlay mtu 1499 address 1e:23:6f:cb:16:d5 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n hostgw3-underlay link set dev br-underlay mtu 1500 alias topoctl:hostgw3 up
 fi
 
 # 7. + veth eth0 in app-2 <-> veth-app2 in hostgw3-node2

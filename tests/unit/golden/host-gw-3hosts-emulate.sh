@@ -56,20 +56,24 @@ ip netns exec hostgw3-node2 sysctl -qw net.ipv4.ip_forward=1
 ip netns exec hostgw3-node3 sysctl -qw net.ipv4.ip_forward=1
 
 # 11. + bridge cni0 in hostgw3-node1
-ip -n hostgw3-node1 link add name cni0 mtu 1500 address 46:59:54:e3:7a:89 type bridge stp_state 0
-ip -n hostgw3-node1 link set dev cni0 alias topoctl:hostgw3 up
+ip -n hostgw3-node1 link add name cni0 mtu 1499 address 46:59:54:e3:7a:89 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n hostgw3-node1 link set dev cni0 mtu 1500 alias topoctl:hostgw3 up
 
 # 12. + bridge cni0 in hostgw3-node2
-ip -n hostgw3-node2 link add name cni0 mtu 1500 address 3a:8e:81:f3:ac:21 type bridge stp_state 0
-ip -n hostgw3-node2 link set dev cni0 alias topoctl:hostgw3 up
+ip -n hostgw3-node2 link add name cni0 mtu 1499 address 3a:8e:81:f3:ac:21 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n hostgw3-node2 link set dev cni0 mtu 1500 alias topoctl:hostgw3 up
 
 # 13. + bridge cni0 in hostgw3-node3
-ip -n hostgw3-node3 link add name cni0 mtu 1500 address 16:4d:b3:db:93:6c type bridge stp_state 0
-ip -n hostgw3-node3 link set dev cni0 alias topoctl:hostgw3 up
+ip -n hostgw3-node3 link add name cni0 mtu 1499 address 16:4d:b3:db:93:6c type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n hostgw3-node3 link set dev cni0 mtu 1500 alias topoctl:hostgw3 up
 
 # 14. + bridge br-underlay in hostgw3-underlay
-ip -n hostgw3-underlay link add name br-underlay mtu 1500 address 1e:23:6f:cb:16:d5 type bridge stp_state 0
-ip -n hostgw3-underlay link set dev br-underlay alias topoctl:hostgw3 up
+ip -n hostgw3-underlay link add name br-underlay mtu 1499 address 1e:23:6f:cb:16:d5 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n hostgw3-underlay link set dev br-underlay mtu 1500 alias topoctl:hostgw3 up
 
 # 15. + veth eth0 in app-1 <-> veth-app1 in hostgw3-node1
 ip -n app-1 link add name eth0 mtu 1500 type veth peer name veth-app1 mtu 1500 netns hostgw3-node1

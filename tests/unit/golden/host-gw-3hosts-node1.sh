@@ -14,8 +14,9 @@ ip -n app-1 link set dev lo up
 sysctl -qw net.ipv4.ip_forward=1
 
 # 3. + bridge cni0 in (root)
-ip link add name cni0 mtu 1500 address 46:59:54:e3:7a:89 type bridge stp_state 0
-ip link set dev cni0 alias topoctl:hostgw3 up
+ip link add name cni0 mtu 1499 address 46:59:54:e3:7a:89 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip link set dev cni0 mtu 1500 alias topoctl:hostgw3 up
 
 # 4. + veth veth-app1 in (root) <-> eth0 in app-1
 ip link add name veth-app1 mtu 1500 type veth peer name eth0 mtu 1500 netns app-1

@@ -35,12 +35,14 @@ ip netns exec router sysctl -qw net.ipv4.ip_forward=1
 ip netns exec router sysctl -qw net.ipv6.conf.all.forwarding=1
 
 # 7. + bridge br-blue in routed-local
-ip -n routed-local link add name br-blue mtu 1500 address 0e:ed:81:38:65:d5 type bridge stp_state 0
-ip -n routed-local link set dev br-blue alias topoctl:routed up
+ip -n routed-local link add name br-blue mtu 1499 address 0e:ed:81:38:65:d5 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n routed-local link set dev br-blue mtu 1500 alias topoctl:routed up
 
 # 8. + bridge br-red in routed-local
-ip -n routed-local link add name br-red mtu 1500 address 3e:03:ce:a1:1b:f6 type bridge stp_state 0
-ip -n routed-local link set dev br-red alias topoctl:routed up
+ip -n routed-local link add name br-red mtu 1499 address 3e:03:ce:a1:1b:f6 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n routed-local link set dev br-red mtu 1500 alias topoctl:routed up
 
 # 9. + veth eth0 in blue-1 <-> veth-blue1 in routed-local
 ip -n blue-1 link add name eth0 mtu 1500 type veth peer name veth-blue1 mtu 1500 netns routed-local

@@ -29,12 +29,14 @@ ip netns exec router sysctl -qw net.ipv4.ip_forward=1
 ip netns exec router sysctl -qw net.ipv6.conf.all.forwarding=1
 
 # 6. + bridge br-blue in (root)
-ip link add name br-blue mtu 1500 address 0e:ed:81:38:65:d5 type bridge stp_state 0
-ip link set dev br-blue alias topoctl:routed up
+ip link add name br-blue mtu 1499 address 0e:ed:81:38:65:d5 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip link set dev br-blue mtu 1500 alias topoctl:routed up
 
 # 7. + bridge br-red in (root)
-ip link add name br-red mtu 1500 address 3e:03:ce:a1:1b:f6 type bridge stp_state 0
-ip link set dev br-red alias topoctl:routed up
+ip link add name br-red mtu 1499 address 3e:03:ce:a1:1b:f6 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip link set dev br-red mtu 1500 alias topoctl:routed up
 
 # 8. + veth rt-blue in (root) <-> eth-blue in router
 ip link add name rt-blue mtu 1500 type veth peer name eth-blue mtu 1500 netns router

@@ -35,14 +35,16 @@ fi
 ip netns exec vxlan2-node2 sysctl -qw net.ipv4.ip_forward=1
 
 # 6. + bridge cni0 in vxlan2-node2
-ip -n vxlan2-node2 link add name cni0 mtu 1450 address de:6a:8e:99:9a:06 type bridge stp_state 0
-ip -n vxlan2-node2 link set dev cni0 alias topoctl:vxlan2 up
+ip -n vxlan2-node2 link add name cni0 mtu 1449 address de:6a:8e:99:9a:06 type bridge stp_state 0
+# made with mtu 1449, then set to 1450: a bridge whose MTU was changed keeps it as ports join
+ip -n vxlan2-node2 link set dev cni0 mtu 1450 alias topoctl:vxlan2 up
 
 # 7. + bridge br-underlay in vxlan2-underlay
 # shared by the hosts of this file: made by whichever host's script runs first
 if ! ip -n vxlan2-underlay link show dev br-underlay >/dev/null 2>&1; then
-ip -n vxlan2-underlay link add name br-underlay mtu 1500 address 76:b0:79:6a:df:80 type bridge stp_state 0
-ip -n vxlan2-underlay link set dev br-underlay alias topoctl:vxlan2 up
+ip -n vxlan2-underlay link add name br-underlay mtu 1499 address 76:b0:79:6a:df:80 type bridge stp_state 0
+# made with mtu 1499, then set to 1500: a bridge whose MTU was changed keeps it as ports join
+ip -n vxlan2-underlay link set dev br-underlay mtu 1500 alias topoctl:vxlan2 up
 fi
 
 # 8. + veth eth0 in db-1 <-> veth-db1 in vxlan2-node2

@@ -20,8 +20,9 @@ ip -n web-2 link set dev lo up
 sysctl -qw net.ipv4.ip_forward=1
 
 # 4. + bridge cni0 in (root)
-ip link add name cni0 mtu 1450 address 22:66:3e:0d:e8:c3 type bridge stp_state 0
-ip link set dev cni0 alias topoctl:vxlan2 up
+ip link add name cni0 mtu 1449 address 22:66:3e:0d:e8:c3 type bridge stp_state 0
+# made with mtu 1449, then set to 1450: a bridge whose MTU was changed keeps it as ports join
+ip link set dev cni0 mtu 1450 alias topoctl:vxlan2 up
 
 # 5. + veth veth-web1 in (root) <-> eth0 in web-1
 ip link add name veth-web1 mtu 1450 type veth peer name eth0 mtu 1450 netns web-1
