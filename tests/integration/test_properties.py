@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import Sandbox
+from .conftest import ROOT, TOPOCTL, Sandbox
 
 pytestmark = pytest.mark.root
 
@@ -102,6 +102,39 @@ def test_random_topologies_converge_from_drift_and_edits_and_leave_nothing(docum
             box.write(edited(document, edit))
             box.apply()
             assert box.plan_exit() == 0, "not converged after an edit of the file"
+            box.run("destroy")
+            assert box.leftovers() == []
+        finally:
+            box.run("destroy", expect=None)
+            box.force_clean()
+
+
+ROLLBACK_EXAMPLES = int(os.environ.get("TOPOCTL_ROLLBACK_EXAMPLES", "20"))
+
+
+@settings(max_examples=ROLLBACK_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(document=topologies(), edit=st.integers(0, 3), where=st.floats(0, 1, exclude_max=True))
+def test_random_edits_failing_at_a_random_step_roll_back_to_the_state_before(document, edit, where):
+    """Any edit of any topology, made to fail at any of its steps (deletions of namespaces,
+    links and addresses included), leaves the state it found; then the edit applies."""
+    with tempfile.TemporaryDirectory() as folder:
+        box = Sandbox(Path(folder), document)
+        try:
+            box.apply()
+            before = box.show()
+            box.write(edited(document, edit))
+            steps = len(box.plan()["actions"])
+            if steps == 0:
+                return
+            k = 1 + int(where * steps)
+            env = {**os.environ, "TOPOCTL_FAULT_AT": str(k)}
+            result = subprocess.run([*TOPOCTL, "apply", "--emulate", str(box.path)], capture_output=True,
+                                    text=True, cwd=ROOT, env=env, timeout=120)
+            assert result.returncode == 1 and f"step {k} of {steps} failed" in result.stderr, result.stderr
+            assert "not undone" not in result.stderr, result.stderr
+            assert box.show() == before, f"fault at step {k} of {steps}: the state differs after the rollback"
+            box.apply()
+            assert box.plan_exit() == 0
             box.run("destroy")
             assert box.leftovers() == []
         finally:
