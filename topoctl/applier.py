@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
@@ -18,7 +20,7 @@ from . import journal
 from . import netns as ns
 from .actions import Action, CreateNamespace, DeleteNamespace, Plan
 from .desired import Realisation, desired_state
-from .errors import ApplyFailed, KernelError, StalePlan, TopoctlError, UsageError, VerificationFailed
+from .errors import ApplyFailed, KernelError, StalePlan, Terminated, TopoctlError, UsageError, VerificationFailed
 from .kernel import Kernel, adopt, create_namespaces, execute
 from .netns import PartialCreate
 from .model import Topology
@@ -146,6 +148,40 @@ class ApplyReport:
     writes: int  # kernel changes made
 
 
+class _DeferredSignals:
+    """Ctrl-C (SIGINT) and SIGTERM during a step take effect when the step is done: a step is
+    never left half made (a link created but not yet marked as ours, a batch of namespaces
+    without their records), so the rollback that follows finds only whole steps. Only the
+    main thread can handle signals; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_DeferredSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def _record(self, signum: int, frame) -> None:
+        self.pending = self.pending or signum
+
+    def check(self) -> None:
+        if self.pending is not None:
+            raise Terminated() if self.pending == signal.SIGTERM else KeyboardInterrupt()
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, TopoctlError):
+        return err.message
+    return "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted (Ctrl-C)"
+
+
 def _differs(check: Plan, command: str) -> str:
     lines = "; ".join(f"{a.verb} {a.subject()}" for a in check.actions[:5])
     return f"the kernel state still differs after {command}: {lines}"
@@ -243,44 +279,48 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
     total = len(actions)
     fault_at = _injected_fault()
     number = 0  # steps done so far
+    signals = _DeferredSignals()
     try:
-        while number < total:
-            action = actions[number]
-            if progress is not None:
-                progress(number + 1, total, action)
-            if number + 1 == fault_at:
-                raise KernelError(f"{action.verb} {action.subject()}: injected fault ({FAULT_ENV}={fault_at})")
-            if isinstance(action, CreateNamespace):
-                # New namespaces come in a run (one phase): made together by one thread.
-                run = list(itertools.takewhile(lambda a: isinstance(a, CreateNamespace), actions[number:]))
-                if number < fault_at <= number + len(run):
-                    run = run[:fault_at - number - 1]
+        with signals:
+            while number < total:
+                action = actions[number]
+                if progress is not None:
+                    progress(number + 1, total, action)
+                if number + 1 == fault_at:
+                    raise KernelError(f"{action.verb} {action.subject()}: injected fault ({FAULT_ENV}={fault_at})")
+                if isinstance(action, CreateNamespace):
+                    # New namespaces come in a run (one phase): made together by one thread.
+                    run = list(itertools.takewhile(lambda a: isinstance(a, CreateNamespace), actions[number:]))
+                    if number < fault_at <= number + len(run):
+                        run = run[:fault_at - number - 1]
+                    if log is not None:
+                        for offset, created in enumerate(run):
+                            log.intend(number + offset + 1, created)
+                    try:
+                        create_namespaces(kernel, run, context.topology.name)
+                    except PartialCreate as partial:
+                        done.extend(run[:len(partial.made)])
+                        number += len(partial.made)
+                        raise partial.error if isinstance(partial.error, TopoctlError) else KernelError(
+                            f"create namespace {run[len(partial.made)].netns.name}: {partial.error}") from None
+                    if log is not None:
+                        for offset in range(len(run)):
+                            log.done(number + offset + 1)
+                    done.extend(run)
+                    number += len(run)
+                    signals.check()
+                    continue
                 if log is not None:
-                    for offset, created in enumerate(run):
-                        log.intend(number + offset + 1, created)
-                try:
-                    create_namespaces(kernel, run, context.topology.name)
-                except PartialCreate as partial:
-                    done.extend(run[:len(partial.made)])
-                    number += len(partial.made)
-                    raise partial.error if isinstance(partial.error, TopoctlError) else KernelError(
-                        f"create namespace {run[len(partial.made)].netns.name}: {partial.error}") from None
+                    log.intend(number + 1, action)
+                execute(kernel, action, context.topology.name)
                 if log is not None:
-                    for offset in range(len(run)):
-                        log.done(number + offset + 1)
-                done.extend(run)
-                number += len(run)
-                continue
-            if log is not None:
-                log.intend(number + 1, action)
-            execute(kernel, action, context.topology.name)
-            if log is not None:
-                log.done(number + 1)
-            done.append(action)
-            number += 1
+                    log.done(number + 1)
+                done.append(action)
+                number += 1
+                signals.check()
     except (TopoctlError, KeyboardInterrupt) as err:
-        reason = err.message if isinstance(err, TopoctlError) else "interrupted"
-        failed = f"step {number + 1} of {total} failed: {reason}"
+        failed = (f"stopped after step {number} of {total}: {_reason(err)}" if isinstance(err, KeyboardInterrupt)
+                  else f"step {number + 1} of {total} failed: {_reason(err)}")
         if destroy:
             raise ApplyFailed(failed, f"{len(done)} earlier steps were done and stay done; "
                               "run destroy again to finish") from None
@@ -313,7 +353,13 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
         log = journal.Journal(topology, "destroy" if destroy else "apply", len(the_plan.actions))
         try:
             execute_plan(kernel, context, the_plan, live, progress, log, destroy=destroy)
-            check, _ = context.plan(kernel, destroy=destroy)
+            try:
+                check, _ = context.plan(kernel, destroy=destroy)
+            except KeyboardInterrupt as err:
+                if destroy:
+                    raise
+                raise _rolled_back(kernel, context, live, f"verification: {_reason(err)}",
+                                   len(the_plan.actions)) from None
             injected = os.environ.get(FAULT_ENV) == "verify"
             if (not check.empty or injected) and not destroy:
                 # Something changed under the apply: it did not reach the file's state, so it

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from enum import Enum
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import InvalidTopology, TopoctlError
+from .errors import InvalidTopology, Terminated, TopoctlError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -63,12 +65,29 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While an apply or destroy runs, SIGTERM (what `kill`, systemd and CI runners send) is
+    handled like Ctrl-C: the apply rolls back instead of dying half-way."""
+    def terminate(signum, frame) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _guard(body: Callable[[], Optional[int]], output: Output = Output.text) -> None:
     """Run a command body; typed errors become a message and an exit code, nothing else."""
     try:
         code = body()
     except TopoctlError as error:
         _fail(error, output)
+    except Terminated:
+        err.print("[red]terminated[/red]")
+        raise typer.Exit(143)
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         raise typer.Exit(130)
@@ -189,7 +208,8 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
         else:
             context = _context(file, host, emulate)
         _need_privileges(verb)
-        with host_locks(context.lock_names(), context.topology.name, verb, lock_timeout), Kernel() as kernel, \
+        with _sigterm_interrupts(), \
+                host_locks(context.lock_names(), context.topology.name, verb, lock_timeout), Kernel() as kernel, \
                 progress_bar(err, enabled=output == Output.text) as progress:
             report = reconcile(kernel, context, destroy=destroy, progress=progress, expected=expected)
         if output == Output.json:

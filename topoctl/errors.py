@@ -74,6 +74,11 @@ class LockTimeout(TopoctlError):
     """Another topoctl holds the lock of a host for longer than we were willing to wait."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during an apply or destroy, raised where the process is, so that it ends the way
+    Ctrl-C does: an apply rolls back, the journal and locks are released, exit 1."""
+
+
 class ApplyFailed(TopoctlError):
     """An apply step failed; carries what was rolled back."""
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import contextlib
 from dataclasses import replace as dataclass_replace
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from . import netns as ns
 from .actions import (
@@ -34,7 +35,7 @@ from .actions import (
     SetLink,
     SetSysctl,
 )
-from .errors import KernelError, PermissionDenied
+from .errors import KernelError, PermissionDenied, TopoctlError
 from .rtnl import (
     AF_BRIDGE,
     IFA_F_NODAD,
@@ -272,6 +273,22 @@ def _link_attrs(link: Link) -> bytes:
     return out
 
 
+@contextlib.contextmanager
+def _whole(kernel: Kernel, created: Link) -> Iterator[None]:
+    """A link just made, then finished (marked, attached, set up): if finishing fails, the
+    link goes again, so that a failed step leaves nothing unmarked behind (for a veth, deleting
+    one end deletes the pair)."""
+    try:
+        yield
+    except (OSError, TopoctlError):  # a kernel refusal (NetlinkError is an OSError), a lookup
+        try:
+            kernel.rtnl(created.scope).link_del(kernel.index_of(created.scope, created.name))
+        except (OSError, TopoctlError):
+            pass  # the step's own error is the one to report
+        kernel.forget(created.scope, created.name)
+        raise
+
+
 def _finish_link(kernel: Kernel, link: Link, topology: str, mtu: int | None = None) -> None:
     """Mark a new link as ours, attach it, and set its state (and `mtu`): one netlink request."""
     attributes = attr_str(IFLA_IFALIAS, owner_alias(topology))
@@ -325,7 +342,8 @@ def _create_bridge(kernel: Kernel, action: CreateBridge, topology: str) -> None:
     link = action.link
     kernel.rtnl(link.scope).link_add(link.name, "bridge", _link_attrs(dataclass_replace(link, mtu=action.provisional_mtu())),
                                      attr_u32(IFLA_BR_STP_STATE, 1 if link.stp else 0))
-    _finish_link(kernel, link, topology, mtu=link.mtu)  # pins the MTU: see provisional_mtu()
+    with _whole(kernel, link):
+        _finish_link(kernel, link, topology, mtu=link.mtu)  # pins the MTU: see provisional_mtu()
 
 
 def _create_veth(kernel: Kernel, action: CreateVeth, topology: str) -> None:
@@ -340,8 +358,9 @@ def _create_veth(kernel: Kernel, action: CreateVeth, topology: str) -> None:
     finally:
         if fd is not None:
             os.close(fd)
-    _finish_link(kernel, first, topology)
-    _finish_link(kernel, second, topology)
+    with _whole(kernel, first):
+        _finish_link(kernel, first, topology)
+        _finish_link(kernel, second, topology)
 
 
 def _vxlan_local(address) -> bytes:
@@ -357,7 +376,8 @@ def _create_vxlan(kernel: Kernel, action: CreateVxlan, topology: str) -> None:
     if vx.underlay is not None:
         data += attr_u32(IFLA_VXLAN_LINK, kernel.index_of(link.scope, vx.underlay))
     kernel.rtnl(link.scope).link_add(link.name, "vxlan", _link_attrs(link), data)
-    _finish_link(kernel, link, topology)
+    with _whole(kernel, link):
+        _finish_link(kernel, link, topology)
 
 
 def _neighbour_request(kernel: Kernel, n: Neighbour, verb: str) -> None:

@@ -161,3 +161,44 @@ def test_a_failed_verification_rolls_back_the_whole_apply(sandbox_factory):
     assert "verification: injected fault" in result.stderr and "rolled back" in result.stderr, result.stderr
     assert box.show() == before
     assert box.ns("nginx-9") not in netns_names()
+
+
+def test_sigterm_during_an_apply_rolls_it_back(sandbox_factory):
+    """SIGTERM (kill, systemd, a CI runner giving up) is a failed step, like Ctrl-C: the apply
+    undoes what it did and exits 1 naming it; no journal is left for a later run to take over."""
+    import os
+    import signal
+    import time
+
+    from .conftest import ROOT, TOPOCTL
+    from .test_scale import containers
+
+    box = sandbox_factory(containers(40))
+    box.apply()
+    before = box.show()
+    subprocess.run(["ip", "-n", box.host(), "-batch", "-"], check=True, text=True,
+                   input="".join(f"link del v{i}\n" for i in range(0, 40, 2)))  # 20 veths to repair
+    drifted = box.show()
+    journal = f"/run/topoctl/journal/{box.topology}.jsonl"
+    landed = 0
+    for trial in range(3):
+        run = subprocess.Popen([*TOPOCTL, "apply", "--emulate", str(box.path)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 5
+        while not os.path.exists(journal) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(0.01 * trial)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        if run.returncode == 0:  # it finished before the signal: nothing to roll back
+            assert box.show() == before
+            break
+        landed += 1
+        assert run.returncode == 1, err
+        assert "terminated (SIGTERM)" in err and "rolled back" in err and "not undone" not in err, err
+        assert box.show() == drifted, f"trial {trial}: the state differs after the rollback"
+        assert not os.path.exists(journal)
+    assert landed >= 1, "no SIGTERM landed inside an apply"
+    box.apply()  # the repair itself still works (its new veths have new MACs, so no show == before)
+    assert box.plan_exit() == 0
