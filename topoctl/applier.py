@@ -117,9 +117,11 @@ class Context:
         live.addresses = {a for a in live.addresses if a.scope != shared or (a.scope, a.link) in self.desired.links}
         return live, bool(others)
 
-    def plan(self, kernel: Kernel, destroy: bool = False) -> tuple[Plan, State]:
+    def plan(self, kernel: Kernel, destroy: bool = False, recovering: bool = True) -> tuple[Plan, State]:
+        """The plan from the live state. `recovering`: consult the journal of an interrupted
+        run (not when verifying a run that holds the journal itself)."""
         live, shared_in_use = self._observe(kernel, destroy)
-        recovery = journal.interrupted(self.topology.name)
+        recovery = journal.interrupted(self.topology.name) if recovering else None
         if recovery is not None:
             _count_unfinished_as_ours(live, recovery, self.topology.name)
         wanted = self.empty(keep_shared=shared_in_use) if destroy else self.desired
@@ -151,8 +153,9 @@ class ApplyReport:
 class _DeferredSignals:
     """Ctrl-C (SIGINT) and SIGTERM during a step take effect when the step is done: a step is
     never left half made (a link created but not yet marked as ours, a batch of namespaces
-    without their records), so the rollback that follows finds only whole steps. Only the
-    main thread can handle signals; elsewhere this does nothing."""
+    without their records), so a rollback finds only whole steps. A second signal takes effect
+    at once. A signal the process ignores stays ignored. Only the main thread can handle
+    signals; elsewhere this does nothing."""
 
     def __init__(self) -> None:
         self.pending: int | None = None
@@ -161,19 +164,29 @@ class _DeferredSignals:
     def __enter__(self) -> "_DeferredSignals":
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) in (signal.SIG_IGN, None):  # ignored, or set outside Python
+                    continue
                 self.previous[signum] = signal.signal(signum, self._record)
         return self
 
+    @staticmethod
+    def _raise(signum: int) -> None:
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
     def _record(self, signum: int, frame) -> None:
-        self.pending = self.pending or signum
+        if self.pending is not None:
+            self._raise(signum)  # asked twice: stop now, even inside a step
+        self.pending = signum
 
     def check(self) -> None:
+        """Between steps: act on a signal that came during the last one."""
         if self.pending is not None:
-            raise Terminated() if self.pending == signal.SIGTERM else KeyboardInterrupt()
+            self._raise(self.pending)
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+        self.previous = {}
 
 
 def _reason(err: BaseException) -> str:
@@ -204,38 +217,49 @@ def _rolled_back(kernel: Kernel, context: Context, before: State, failed: str, d
 
 def _restore(kernel: Kernel, context: Context, before: State) -> tuple[int, tuple[str, ...]]:
     """Roll back by planning from what the failed run left to what was there before it (see
-    restore.py), and running that plan. Each step that fails is noted and the rest still run;
-    then the state is read again, and whatever still differs is reported as not undone.
-    Returns (steps run, what could not be undone)."""
+    restore.py), and running that plan, its steps whole as in execute_plan. Each step that
+    fails is noted and the rest still run; then the state is read again, and whatever still
+    differs, or was not topoctl's and went with a deleted namespace, is reported as not undone.
+    A signal stops the rollback between two steps. Returns (steps run, what was not undone)."""
     topology = context.topology.name
     target = restore_target(before, topology)
     errors: list[str] = []
     steps = 0
-    now = context.observe(kernel)
+    signals = _DeferredSignals()
     try:
-        back = plan(target, now, topology)
+        with signals:
+            try:
+                now = context.observe(kernel)
+                back = plan(target, now, topology)
+            except TopoctlError as err:
+                return 0, (f"no way back was found: {err.message}",)
+            for action in back.actions:
+                signals.check()
+                try:
+                    execute(kernel, action, topology)
+                    steps += 1
+                except TopoctlError as err:
+                    errors.append(f"{action.verb} {action.subject()} ({err.message})")
+            deleted = [a.netns.name for a in back.actions if isinstance(a, DeleteNamespace)]
+            if deleted:
+                _settle(kernel, context, deleted, now)
+            signals.check()
+            after = context.observe(kernel)
+            left = plan(target, after, topology)
+    except KeyboardInterrupt:
+        return steps, tuple(errors) + ("the rollback was interrupted; run plan to see the state",)
     except TopoctlError as err:
-        return 0, (f"no way back was found: {err.message}",)
-    for action in back.actions:
-        try:
-            execute(kernel, action, topology)
-            steps += 1
-        except TopoctlError as err:
-            errors.append(f"{action.verb} {action.subject()} ({err.message})")
-        except KeyboardInterrupt:  # a second Ctrl-C stops the rollback; what differs is still reported
-            errors.append("the rollback was interrupted")
-            break
-    deleted = [a.netns.name for a in back.actions if isinstance(a, DeleteNamespace)]
-    if deleted:
-        _settle(kernel, context, deleted, now)
-    try:
-        left = plan(target, context.observe(kernel), topology)
-    except TopoctlError as err:
-        left, errors = None, errors + [err.message]
-    if left is not None and not left.empty:
+        return steps, tuple(errors) + (err.message,)
+    if not left.empty:
         errors.extend(f"{a.verb} {a.subject()}" for a in left.actions[:5])
         if len(left.actions) > 5:
             errors.append(f"and {len(left.actions) - 5} more")
+    # Interfaces topoctl did not make, inside a namespace of its own that the failed run
+    # deleted, went with it; topoctl cannot make them again.
+    errors.extend(f"{link.kind} {link.name} in {link.scope} (not topoctl's; it went with its namespace)"
+                  for link in before.links.values()
+                  if link.owner != topology and link.kind != "loopback" and link.scope in target.namespaces
+                  and link.key not in after.links)
     return steps, tuple(errors)
 
 
@@ -318,6 +342,10 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                 done.append(action)
                 number += 1
                 signals.check()
+            deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
+            if deleted:
+                _settle(kernel, context, deleted, live)
+            signals.check()  # a signal during the last step or the settling
     except (TopoctlError, KeyboardInterrupt) as err:
         failed = (f"stopped after step {number} of {total}: {_reason(err)}" if isinstance(err, KeyboardInterrupt)
                   else f"step {number + 1} of {total} failed: {_reason(err)}")
@@ -325,9 +353,6 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
             raise ApplyFailed(failed, f"{len(done)} earlier steps were done and stay done; "
                               "run destroy again to finish") from None
         raise _rolled_back(kernel, context, live, failed, len(done)) from None
-    deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
-    if deleted:
-        _settle(kernel, context, deleted, live)
 
 
 def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
@@ -354,7 +379,7 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
         try:
             execute_plan(kernel, context, the_plan, live, progress, log, destroy=destroy)
             try:
-                check, _ = context.plan(kernel, destroy=destroy)
+                check, _ = context.plan(kernel, destroy=destroy, recovering=False)
             except KeyboardInterrupt as err:
                 if destroy:
                     raise

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__
 
 MAX_ENTRIES = 64
-_SOURCES = ("loader.py", "yaml_source.py", "build.py", "checks.py", "overlay_checks.py", "model.py", "topology.schema.json")
+_SOURCES = ("loader.py", "yaml_source.py", "state.py", "build.py", "checks.py", "overlay_checks.py", "model.py", "topology.schema.json")
 
 
 def _directory() -> Path | None:

@@ -164,8 +164,9 @@ class Kernel:
     # -- lookups -------------------------------------------------------------------------
 
     def remember(self, scope: Scope, names: dict[str, int]) -> None:
-        """Interface indexes read by a dump, so that actions need no lookup of their own."""
-        self._index.setdefault(scope, {}).update(names)
+        """Interface indexes read by a dump of the whole scope, so that actions need no lookup
+        of their own. The dump replaces what was known: a name not in it is gone."""
+        self._index[scope] = dict(names)
 
     def forget(self, scope: Scope, name: str) -> None:
         self._index.get(scope, {}).pop(name, None)
@@ -274,18 +275,25 @@ def _link_attrs(link: Link) -> bytes:
 
 
 @contextlib.contextmanager
-def _whole(kernel: Kernel, created: Link) -> Iterator[None]:
-    """A link just made, then finished (marked, attached, set up): if finishing fails, the
-    link goes again, so that a failed step leaves nothing unmarked behind (for a veth, deleting
-    one end deletes the pair)."""
+def _whole(kernel: Kernel, *created: Link) -> Iterator[None]:
+    """Links just made, then finished (marked, attached, set up). Their names are looked up
+    afresh: an index remembered for the same name may belong to a link that has gone since
+    (a veth end whose peer's namespace was deleted). If finishing fails, the links go again,
+    so that a failed step leaves nothing unmarked behind (deleting one end of a veth deletes
+    the pair)."""
+    for link in created:
+        kernel.forget(link.scope, link.name)
     try:
         yield
-    except (OSError, TopoctlError):  # a kernel refusal (NetlinkError is an OSError), a lookup
-        try:
-            kernel.rtnl(created.scope).link_del(kernel.index_of(created.scope, created.name))
-        except (OSError, TopoctlError):
-            pass  # the step's own error is the one to report
-        kernel.forget(created.scope, created.name)
+    except BaseException:  # a kernel refusal (NetlinkError is an OSError), a lookup, an interruption
+        for link in created:
+            try:
+                index = kernel.rtnl(link.scope).link_index(link.name)
+                if index is not None:
+                    kernel.rtnl(link.scope).link_del(index)
+            except (OSError, TopoctlError):
+                pass  # the step's own error is the one to report
+            kernel.forget(link.scope, link.name)
         raise
 
 
@@ -358,7 +366,7 @@ def _create_veth(kernel: Kernel, action: CreateVeth, topology: str) -> None:
     finally:
         if fd is not None:
             os.close(fd)
-    with _whole(kernel, first):
+    with _whole(kernel, first, second):
         _finish_link(kernel, first, topology)
         _finish_link(kernel, second, topology)
 

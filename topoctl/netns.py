@@ -319,11 +319,11 @@ def _remove_orphaned_temporaries(folder: str, files: list[str]) -> None:
                 pass  # alive, someone else's
 
 
-# Records already read by this process, by name, with the (inode, mtime, size) they had: a run
+# Records already read by this process, by name, with the (inode, mtime, ctime, size) they had: a run
 # lists the records several times (plan, verify, destroy), and other topologies' records on
 # the machine need not be parsed again. A record is only ever replaced by rename, so a changed
 # file always has a new inode.
-_records_seen: dict[str, tuple[tuple[int, int, int], NetnsRecord | None]] = {}
+_records_seen: dict[str, tuple[tuple[int, int, int, int], NetnsRecord | None]] = {}
 
 
 def netns_records() -> dict[str, NetnsRecord]:
@@ -343,7 +343,7 @@ def netns_records() -> dict[str, NetnsRecord]:
             st = entry.stat()
         except FileNotFoundError:
             continue
-        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        signature = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         seen = _records_seen.get(name)
         if seen is None or seen[0] != signature:
             seen = _records_seen[name] = (signature, read_netns_record(name))

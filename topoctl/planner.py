@@ -35,6 +35,7 @@ from .actions import (
     SetLink,
     SetSysctl,
 )
+from .actions import sysctl_interface
 from .errors import OwnershipConflict
 from .state import Address, Link, RouteEntry, Scope, State, scope_label
 
@@ -309,10 +310,24 @@ class _Planner:
                 self.actions.append(DeleteFdb(have))
 
     def sysctls(self) -> None:
-        for (scope, key), value in sorted(self.desired.sysctls.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
-            old = None if scope in self.fresh_scopes else self.live.sysctls.get((scope, key))
+        ordered = sorted(self.desired.sysctls.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
+        rewritten: set[Scope] = set()  # scopes where a namespace-wide key is written
+        for (scope, key), value in ordered:
+            interface = sysctl_interface(key)
+            # A key of an interface this plan (re-)creates has the kernel's default, not the
+            # live value read from the old interface.
+            fresh = scope in self.fresh_scopes or (interface is not None and (scope, interface) in self.fresh_links)
+            old = None if fresh else self.live.sysctls.get((scope, key))
             if old != value:
                 self.actions.append(SetSysctl(scope, key, old, value))
+                if interface is None:
+                    rewritten.add(scope)
+        # Writing net.ipv4.conf.all.forwarding (and a few others) sets every interface's own
+        # key too: the interface keys of that namespace are written again, after it.
+        planned = {(a.where, a.key) for a in self.actions if isinstance(a, SetSysctl)}
+        for (scope, key), value in ordered:
+            if scope in rewritten and sysctl_interface(key) is not None and (scope, key) not in planned:
+                self.actions.append(SetSysctl(scope, key, self.live.sysctls.get((scope, key)), value))
 
 
 def _address_key(address: Address) -> tuple:

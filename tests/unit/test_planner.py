@@ -324,3 +324,27 @@ def test_namespace_wide_sysctls_come_before_its_interfaces_and_interface_ones_af
     assert order.index(("SetSysctl", "net.ipv4.conf.eth0.rp_filter")) > veth
     # the namespace creations stay one run, made together
     assert [k for k, _ in order[:2]] == ["CreateNamespace", "CreateNamespace"]
+
+
+def test_a_key_of_a_recreated_interface_is_written_again_though_the_old_one_had_it():
+    text = DOCKER0.replace("sysctls: {net.ipv4.ip_forward: 1}", "sysctls: {net.ipv4.conf.eth0.rp_filter: 2}")
+    ctx = context(text)
+    live = as_live(ctx.desired)
+    # the live pair has another peer, so the plan replaces it: the new eth0 starts at the default
+    host_end = live.links[(HOST, "veth-nginx1")]
+    live.links[(HOST, "veth-nginx1")] = replace(host_end, peer=("nginx-1", "eth9"))
+    the_plan = plan(ctx.desired, live, "demo")
+    assert any(isinstance(a, CreateVeth) for a in the_plan.actions)
+    (sysctl,) = [a for a in the_plan.actions if isinstance(a, SetSysctl)]
+    assert (sysctl.key, sysctl.old, sysctl.new) == ("net.ipv4.conf.eth0.rp_filter", None, "2")
+
+
+def test_writing_a_namespace_wide_key_writes_that_namespaces_interface_keys_again():
+    text = DOCKER0.replace("sysctls: {net.ipv4.ip_forward: 1}",
+                           "sysctls: {net.ipv4.conf.all.forwarding: 1, net.ipv4.conf.eth0.forwarding: 0}")
+    ctx = context(text)
+    live = as_live(ctx.desired)
+    live.sysctls[("nginx-1", "net.ipv4.conf.all.forwarding")] = "0"  # drift of the namespace-wide key only
+    keys = [a.key for a in plan(ctx.desired, live, "demo").actions if isinstance(a, SetSysctl)]
+    # all.forwarding=1 sets eth0's too, so eth0's own 0 is written after it
+    assert keys == ["net.ipv4.conf.all.forwarding", "net.ipv4.conf.eth0.forwarding"]
