@@ -75,6 +75,8 @@ def edited(document: dict, choice: int) -> dict:
             for end in link["endpoints"]:
                 if "mtu" in end:
                     end["mtu"] = 1400
+    elif choice == 4:  # a container leaves and the MTUs change: a deletion, then more steps
+        document = edited(edited(document, 0), 1)
     elif choice == 2:  # an address moves within its subnet
         end = document["links"][0]["endpoints"][0]
         end["addresses"] = [end["addresses"][0].replace(".0.10/", ".0.200/")]
@@ -113,7 +115,7 @@ ROLLBACK_EXAMPLES = int(os.environ.get("TOPOCTL_ROLLBACK_EXAMPLES", "20"))
 
 
 @settings(max_examples=ROLLBACK_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(document=topologies(), edit=st.integers(0, 3), where=st.floats(0, 1, exclude_max=True))
+@given(document=topologies(), edit=st.integers(0, 4), where=st.floats(0, 1, exclude_max=True))
 def test_random_edits_failing_at_a_random_step_roll_back_to_the_state_before(document, edit, where):
     """Any edit of any topology, made to fail at any of its steps (deletions of namespaces,
     links and addresses included), leaves the state it found; then the edit applies."""
