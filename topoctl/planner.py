@@ -10,7 +10,6 @@ Rules, in the words of DESIGN.md's promises:
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import replace
 
 from .actions import (
@@ -39,7 +38,6 @@ from .actions import sysctl_interface
 from .errors import OwnershipConflict
 from .state import Address, Link, RouteEntry, Scope, State, scope_label
 
-_LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
 
 
 def _link_changes(want: Link, have: Link) -> tuple[Change, ...]:
@@ -232,8 +230,8 @@ class _Planner:
         return scope in self.fresh_scopes or (scope, link) in self.fresh_links
 
     def _managed_live_address(self, address: Address) -> bool:
-        if address.interface.version == 6 and address.interface.ip in _LINK_LOCAL_V6:
-            return False  # the kernel's own link-local address
+        if address.kernel_made:
+            return False
         link = self.live.links.get((address.scope, address.link))
         return link is not None and self.owns_link(link)
 

@@ -9,11 +9,7 @@ addresses and routes; a deleted namespace with everything the observation saw in
 
 from __future__ import annotations
 
-import ipaddress
-
 from .state import State
-
-_LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
 
 
 def restore_target(before: State, topology: str) -> State:
@@ -30,8 +26,7 @@ def restore_target(before: State, topology: str) -> State:
     loopbacks = {key: link for key, link in before.links.items()
                  if link.kind == "loopback" and key[0] in target.namespaces}
     target.links = {**loopbacks, **owned}
-    target.addresses = {a for a in before.addresses if (a.scope, a.link) in owned
-                        and not (a.interface.version == 6 and a.interface.ip in _LINK_LOCAL_V6)}
+    target.addresses = {a for a in before.addresses if (a.scope, a.link) in owned and not a.kernel_made}
     target.routes = {key: route for key, route in before.routes.items() if route.owner == topology}
     target.neighbours = {n for n in before.neighbours if (n.scope, n.dev) in owned}
     target.fdb = {f for f in before.fdb if (f.scope, f.dev) in owned}

@@ -91,6 +91,11 @@ class Address:
     link: str
     interface: IPInterface
 
+    @property
+    def kernel_made(self) -> bool:
+        """An IPv6 link-local address: the kernel gives every interface one; topoctl never manages it."""
+        return self.interface.version == 6 and self.interface.ip.is_link_local
+
 
 @dataclass(frozen=True)
 class RouteEntry:
