@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .model import Endpoint, Place, Route, Topology, derived_mac, place_of
 from .overlay import add_overlays, add_underlay
-from .state import Address, Link, Netns, RouteEntry, Scope, State, route_family_default_metric
+from .state import Address, Link, Netns, RouteEntry, Scope, State, interface_order, route_family_default_metric
 
 LOOPBACK = "lo"
 
@@ -102,7 +102,7 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
             state.addresses.update(Address(link.scope, link.name, a) for a in end.addresses)
 
     addresses_by_scope: dict[Scope, list[Address]] = {}
-    for address in sorted(state.addresses, key=lambda a: (a.link, a.interface.version, a.interface)):
+    for address in sorted(state.addresses, key=lambda a: (a.link, *interface_order(a.interface))):
         addresses_by_scope.setdefault(address.scope, []).append(address)
 
     def add_route(scope: Scope, route: Route) -> None:

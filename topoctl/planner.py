@@ -36,7 +36,7 @@ from .actions import (
 )
 from .actions import sysctl_interface
 from .errors import OwnershipConflict
-from .state import Address, Link, RouteEntry, Scope, State, scope_label
+from .state import Address, Link, RouteEntry, Scope, State, interface_order, network_order, scope_label
 
 
 
@@ -328,15 +328,8 @@ class _Planner:
                 self.actions.append(SetSysctl(scope, key, self.live.sysctls.get((scope, key)), value))
 
 
-# Sort keys compare ints, not ipaddress objects (whose __lt__ costs microseconds), in the
-# order ipaddress itself gives: an interface by its network, then its address.
-def _network_order(network) -> tuple[int, int]:
-    return (int(network.network_address), int(network.netmask))
-
-
 def _address_key(address: Address) -> tuple:
-    interface = address.interface
-    return (address.scope or "", address.link, interface.version, *_network_order(interface.network), int(interface.ip))
+    return (address.scope or "", address.link, *interface_order(address.interface))
 
 
 def _neighbour_key(n) -> tuple:
@@ -348,7 +341,7 @@ def _fdb_key(f) -> tuple:
 
 
 def _route_key(route) -> tuple:
-    return (route.scope or "", route.dst.version, *_network_order(route.dst), route.metric)
+    return (route.scope or "", *network_order(route.dst), route.metric)
 
 
 def plan(desired: State, live: State, topology: str) -> Plan:
