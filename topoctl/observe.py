@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import replace
 from typing import Iterable
 
 from . import netns as ns
 from .kernel import Kernel
 from .model import IPAddress, IPInterface, IPNetwork
 from .rtnl import AF_BRIDGE, LinkMsg
+from .tables import read_tables
 from .state import (
     MAIN_TABLE,
     Address,
@@ -116,6 +116,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
         live_scopes = [s for s in live_scopes if s is None or not (
             state.namespaces[s].owner == topology and state.namespaces[s].role == "container")]
     kernel.open(live_scopes)
+    tables = read_tables(kernel, live_scopes)
     root_routes = ns.recorded_root_routes(topology) if None in live_scopes else set()
 
     made = _Addresses()
@@ -125,10 +126,10 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     for scope in live_scopes:
         state.scopes.add(scope)
         owned_scope = scope is not None and state.namespaces[scope].owner == topology
-        handle = kernel.rtnl(scope)
+        links, addresses, routes = tables[scope]
         names: dict[int, str] = {}
         ours: set[int] = set()  # ifindexes of links this topology made, in this scope
-        for msg in handle.links():
+        for msg in links:
             names[msg.index] = msg.name
             pending.append((scope, msg))
             if owner_from_alias(msg.alias) == topology:
@@ -137,16 +138,16 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
                     vxlan_devs[(scope, msg.index)] = msg.name
         names_by_scope[scope] = names
         kernel.remember(scope, {name: index for index, name in names.items()})
-        for msg in handle.addresses():
+        for msg in addresses:
             name = names.get(msg.index)
             if name is None or msg.family not in _ADDRESS or not msg.address:
                 continue
             state.addresses.add(Address(scope, name, made.interface(msg.family, msg.address, msg.prefixlen)))
-        for msg in handle.routes(MAIN_TABLE):
+        for msg in routes:
             if (msg.table != MAIN_TABLE or msg.protocol == RTPROT_KERNEL or msg.type != RTN_UNICAST
                     or msg.multipath or msg.family not in _ADDRESS):
                 continue
-            route = RouteEntry(
+            fields = dict(
                 scope=scope, dst=made.network(msg.family, msg.dst, msg.dst_len),
                 via=made.address(msg.family, msg.gateway) if msg.gateway else None,
                 dev=names.get(msg.oif), metric=msg.priority, table=msg.table, proto=msg.protocol,
@@ -154,8 +155,8 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
             )
             # In our namespaces, routes are ours unless they leave through someone else's interface.
             owned = (owned_scope and (msg.oif is None or msg.oif in ours)) or (
-                scope is None and ns.route_record_name(route_record_key(route)) in root_routes)
-            state.add_route(replace(route, owner=topology) if owned else route)
+                scope is None and ns.route_record_name(route_record_key(RouteEntry(**fields))) in root_routes)
+            state.add_route(RouteEntry(**fields, owner=topology if owned else None))
 
     # veths by (own index, peer's index): every container's eth0 may be index 2, so an index
     # alone would make this quadratic.
