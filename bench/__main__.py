@@ -93,6 +93,8 @@ def force_clean(t: BenchTopology) -> None:
     if state.is_dir():
         for record in state.glob(f"*{t.tag}*"):
             record.unlink()
+    for lock in Path("/run/topoctl/locks").glob(f"*{t.tag}*.lock"):
+        lock.unlink()  # kept by topoctl for a host's next run; this host has none
 
 
 def ping(namespace: str, address: str) -> bool:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from topoctl import netns as ns
+from topoctl.locking import LOCK_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOCTL = [sys.executable, "-m", "topoctl"]
@@ -112,6 +113,8 @@ class Sandbox:
                 ip("netns", "del", name, check=False)
         for path in Path(ns.STATE_DIR, "netns").glob(f"*{self.uid}*"):
             path.unlink()
+        for path in Path(LOCK_DIR).glob(f"*{self.uid}*.lock"):
+            path.unlink()  # nobody holds it now; topoctl keeps a host's lock file for its next run
 
 
 @pytest.fixture

@@ -116,6 +116,20 @@ def test_an_index_entry_with_a_stale_signature_is_not_used(state_dir, monkeypatc
     assert ns.netns_records()["c0"].topology == "bbb"
 
 
+def test_the_index_and_folder_go_with_the_last_record(state_dir, monkeypatch):
+    folder, _ = state_dir
+    monkeypatch.setattr(ns, "INDEX_AGE_NS", 0)
+    make(2)
+    ns.netns_records()
+    assert (folder / "netns" / ns.INDEX_NAME).exists()
+    ns.forget_netns("c0")
+    ns.forget_netns("c1")
+    assert ns.netns_records() == {}
+    assert not (folder / "netns").exists()
+    ns.record_netns("c5", ns.NetnsRecord("t", "", "container", 1))  # made again when needed
+    assert list(ns.netns_records()) == ["c5"]
+
+
 def test_the_index_is_not_a_record(state_dir, monkeypatch):
     folder, _ = state_dir
     monkeypatch.setattr(ns, "INDEX_AGE_NS", 0)
