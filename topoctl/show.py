@@ -110,7 +110,7 @@ def _owned_view(state: State, topology: str) -> dict:
                 if (f.scope, f.dev) in link_keys],
         "addresses": [{"netns": a.scope, "link": a.link, "address": str(a.interface)}
                       for a in sorted(state.addresses, key=lambda a: (a.scope or "", a.link, str(a.interface)))
-                      if (a.scope, a.link) in link_keys and not (a.interface.version == 6 and a.interface.ip.is_link_local)
+                      if (a.scope, a.link) in link_keys and not a.kernel_made
                       and a.link != "lo"],
         "routes": [{"netns": r.scope, "to": str(r.dst), "via": str(r.via) if r.via else None, "dev": r.dev,
                     "metric": r.metric, "proto": r.proto}
