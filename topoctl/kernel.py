@@ -1,6 +1,6 @@
 """The kernel layer: netlink sockets for every namespace, and the execution of plan actions.
 
-With netns.py, rtnl.py and observe.py, the only code that talks to the kernel. One rtnetlink
+With netns.py, rtnl.py, tables.py and observe.py, the only code that talks to the kernel. One rtnetlink
 socket per namespace, opened inside it by a thread that setns()s there (no fork), kept for the
 whole run; sockets for many namespaces are opened by one thread entering each in turn.
 """
