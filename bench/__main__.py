@@ -121,7 +121,7 @@ def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int, ipv6_o
         samples.setdefault(metric, []).append((seconds, rss))
 
     # Cheap read-only lines are sampled several times per build where builds are few.
-    samples = 3 if n >= 1000 else 1
+    per_build = 3 if n >= 1000 else 1
     for _ in range(repeat):
         t = BenchTopology(n, secrets.token_hex(2))
         path = t.write(folder)
@@ -133,9 +133,9 @@ def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int, ipv6_o
             record("topoctl apply (cold)", s, m)
             writes = json.loads(r.stdout)["kernel_writes"]
             check_correct(t, path, "topoctl apply")
-            for _ in range(samples):
+            for _ in range(per_build):
                 record("topoctl plan (no-op)", *run([*TOPOCTL, "plan", "--emulate", str(path)])[:2])
-            for _ in range(samples):
+            for _ in range(per_build):
                 s, m, r = run([*TOPOCTL, "apply", "--emulate", "-o", "json", str(path)])
                 if json.loads(r.stdout)["kernel_writes"] != 0:
                     raise Failure("the second apply changed the kernel")
@@ -160,7 +160,7 @@ def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int, ipv6_o
             record("pyroute2 floor build", *run([*floor, "build", str(n), t.tag])[:2])
             names = [t.host_ns] + [t.container(i) for i in range(n)]
             reads = "\n".join(f"ip -n {name} -j -d addr show >/dev/null" for name in names)
-            for _ in range(samples):
+            for _ in range(per_build):
                 record("ip -j reads (1 per netns)", *run(["sh", "-s"], stdin=reads)[:2])
             record("pyroute2 floor teardown", *run([*floor, "teardown", str(n), t.tag])[:2])
             if n <= naive_floor_max:
