@@ -10,6 +10,7 @@ namespace are made without pyroute2's fork per `IPRoute(netns=...)`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -378,12 +379,20 @@ def _store_index(folder: str, entries: dict[str, tuple[Signature, NetnsRecord | 
         pass  # without an index the records are only read one by one
 
 
+def _grown(folder: str) -> bool:
+    try:
+        return os.stat(folder).st_size > 16384  # a fresh directory is one 4 KiB block
+    except OSError:
+        return False
+
+
 def _remove_empty_folder(folder: str) -> None:
     """No records are left: remove the index and the folder itself. A directory on ext4 (what
     /run is on some machines) never shrinks: after a thousand records had been in it, making a
     file there cost 0.3 ms instead of 0.09 ms, measured. It is made again when next needed."""
     try:
-        os.unlink(os.path.join(folder, INDEX_NAME))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, INDEX_NAME))
         os.rmdir(folder)
     except OSError:
         pass  # a record written meanwhile, or not ours to remove
@@ -422,7 +431,7 @@ def netns_records() -> dict[str, NetnsRecord]:
                 read_from_files += 1
             _records_seen[name] = seen
         present[name] = seen
-    if not present and any(e.name == INDEX_NAME for e in entries):
+    if not present and (any(e.name == INDEX_NAME for e in entries) or _grown(folder)):
         _remove_empty_folder(folder)
     elif index is not None and (read_from_files or len(index) != len(present)):
         trusted = {name: seen for name, seen in present.items() if seen[0][2] < listed_at - INDEX_AGE_NS}

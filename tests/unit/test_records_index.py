@@ -130,6 +130,20 @@ def test_the_index_and_folder_go_with_the_last_record(state_dir, monkeypatch):
     assert list(ns.netns_records()) == ["c5"]
 
 
+def test_a_grown_folder_goes_when_empty_even_without_an_index(state_dir, monkeypatch):
+    folder, _ = state_dir
+    monkeypatch.setattr(ns, "INDEX_AGE_NS", 3600 * 10**9)  # never indexed: the records are young
+    made = make(1200)
+    ns.netns_records()
+    for name in made:
+        ns.forget_netns(name)
+    grown = os.stat(folder / "netns").st_size > 16384
+    assert ns.netns_records() == {}
+    # On ext4 the emptied directory keeps its size, and is removed; where directories shrink
+    # (tmpfs), there is nothing to gain and it stays.
+    assert (folder / "netns").exists() != grown
+
+
 def test_the_index_is_not_a_record(state_dir, monkeypatch):
     folder, _ = state_dir
     monkeypatch.setattr(ns, "INDEX_AGE_NS", 0)
