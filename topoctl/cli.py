@@ -350,6 +350,8 @@ def main() -> None:
     except SystemExit as done:
         code = _exit_code(done)
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that descriptor closed
+            continue
         try:
             stream.flush()
         except (BrokenPipeError, ValueError):  # a reader that went away; a closed stream

@@ -349,12 +349,13 @@ _records_seen: dict[str, tuple[Signature, NetnsRecord | None]] = {}
 # began: any later change of that file then gets a later ctime, so it cannot carry a signature
 # the index knows, however coarse the file system's clock (git's "racy index" rule).
 INDEX_NAME = ".index.json"  # namespace names start with a letter or digit: no record is named so
+INDEX_VERSION = 1  # holds parsed records: raise it whenever NetnsRecord or read_netns_record changes
 INDEX_AGE_NS = 1_000_000_000
 
 
 def _load_index(folder: str) -> dict[str, tuple[Signature, NetnsRecord | None]]:
     data = _read_json(os.path.join(folder, INDEX_NAME))
-    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("records"), dict):
+    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION or not isinstance(data.get("records"), dict):
         return {}
     index: dict[str, tuple[Signature, NetnsRecord | None]] = {}
     for name, row in data["records"].items():
@@ -374,7 +375,7 @@ def _store_index(folder: str, entries: dict[str, tuple[Signature, NetnsRecord | 
                    [record.topology, record.host, record.role, record.inode, list(record.sysctls)]]
             for name, (signature, record) in entries.items()}
     try:
-        _write_json(os.path.join(folder, INDEX_NAME), {"version": 1, "records": rows})
+        _write_json(os.path.join(folder, INDEX_NAME), {"version": INDEX_VERSION, "records": rows})
     except OSError:
         pass  # without an index the records are only read one by one
 

@@ -207,6 +207,11 @@ _ROUTE_SLOTS = {RTA_TABLE: 0, RTA_DST: 1, RTA_GATEWAY: 2, RTA_OIF: 3, RTA_PRIORI
 _u32_at = _U32.unpack_from
 
 
+def _has_u32(span: tuple[int, int] | None) -> bool:
+    """An attribute present and long enough for a 32-bit value (as _u32 required)."""
+    return span is not None and span[1] - span[0] >= 4
+
+
 def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
     _, _, index, flags, _ = _IFINFO.unpack_from(buf, offset)
     name, mtu, mac, master, link, nsid, alias, info = wanted_attrs(buf, offset + _IFINFO.size, end, _LINK_SLOTS, 8)
@@ -230,11 +235,11 @@ def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
                          _u32(d.get(IFLA_VXLAN_LINK)) or 0)
     return LinkMsg(index, flags,
                    buf[name[0]:name[1]].split(b"\0", 1)[0].decode() if name is not None else "",
-                   _u32_at(buf, mtu[0])[0] if mtu is not None and mtu[1] - mtu[0] >= 4 else None,
+                   _u32_at(buf, mtu[0])[0] if _has_u32(mtu) else None,
                    buf[mac[0]:mac[1]].hex(":") if mac is not None and mac[1] - mac[0] == 6 else None,
-                   _u32_at(buf, master[0])[0] if master is not None and master[1] - master[0] >= 4 else 0,
-                   _u32_at(buf, link[0])[0] if link is not None and link[1] - link[0] >= 4 else 0,
-                   _S32.unpack_from(buf, nsid[0])[0] if nsid is not None and nsid[1] - nsid[0] >= 4 else None,
+                   _u32_at(buf, master[0])[0] if _has_u32(master) else 0,
+                   _u32_at(buf, link[0])[0] if _has_u32(link) else 0,
+                   _S32.unpack_from(buf, nsid[0])[0] if _has_u32(nsid) else None,
                    buf[alias[0]:alias[1]].split(b"\0", 1)[0].decode() if alias is not None else None,
                    kind, stp, vxlan)
 
@@ -242,19 +247,19 @@ def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
 def _addr(buf: bytes, offset: int, end: int) -> AddrMsg:
     family, prefixlen, _, _, index = _IFADDR.unpack_from(buf, offset)
     local, address = wanted_attrs(buf, offset + _IFADDR.size, end, _ADDR_SLOTS, 2)
-    value = local or address
+    value = local if local is not None and local[1] > local[0] else address
     return AddrMsg(index, family, prefixlen, buf[value[0]:value[1]] if value is not None else b"")
 
 
 def _route(buf: bytes, offset: int, end: int) -> RouteMsg:
     family, dst_len, _, _, table, protocol, _, rtype, flags = _RTMSG.unpack_from(buf, offset)
     table32, dst, gateway, oif, priority, multipath = wanted_attrs(buf, offset + _RTMSG.size, end, _ROUTE_SLOTS, 6)
-    return RouteMsg(family, dst_len, (_u32_at(buf, table32[0])[0] if table32 is not None else 0) or table,
+    return RouteMsg(family, dst_len, (_u32_at(buf, table32[0])[0] if _has_u32(table32) else 0) or table,
                     protocol, rtype, flags,
                     buf[dst[0]:dst[1]] if dst is not None else None,
                     buf[gateway[0]:gateway[1]] if gateway is not None else None,
-                    _u32_at(buf, oif[0])[0] if oif is not None else None,
-                    _u32_at(buf, priority[0])[0] if priority is not None else 0, multipath is not None)
+                    _u32_at(buf, oif[0])[0] if _has_u32(oif) else None,
+                    _u32_at(buf, priority[0])[0] if _has_u32(priority) else 0, multipath is not None)
 
 
 def _neigh(buf: bytes, offset: int, end: int) -> NeighMsg:

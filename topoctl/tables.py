@@ -11,14 +11,21 @@ opens them again and reads that half itself.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import marshal
 import os
+import select
+import signal
+import time
 from typing import Iterable, NamedTuple
 
 from .rtnl import AddrMsg, LinkMsg, RouteMsg
 from .state import MAIN_TABLE, Scope
 
 PARALLEL_FROM = 200  # namespaces; below this a fork (~5 ms) costs more than it saves
+HELPER_TIMEOUT = 30.0  # seconds the helper may take after this process's half (it needs <1 s at 1000)
+_STOPS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Tables(NamedTuple):
@@ -40,7 +47,8 @@ def _read(kernel, scope: Scope) -> Tables:
 
 
 def _encode(tables: list[Tables]) -> bytes:
-    # marshal takes plain tuples only (not NamedTuple subclasses); it is ~10x faster than pickle here
+    # marshal takes plain tuples only (not NamedTuple subclasses). Measured on the messages of 500
+    # namespaces: marshal 1.1 ms + 1.4 ms to load, pickling the NamedTuples 5.7 ms + 3.1 ms
     return marshal.dumps([([tuple(m) for m in t.links], [tuple(m) for m in t.addresses],
                            [tuple(m) for m in t.routes]) for t in tables])
 
@@ -50,18 +58,83 @@ def _decode(blob: bytes) -> list[Tables]:
                    [RouteMsg._make(m) for m in routes]) for links, addresses, routes in marshal.loads(blob)]
 
 
-def _helper(kernel, scopes: list[Scope], write_fd: int) -> None:
-    """The forked process: read, write, end. Never returns, never runs the parent's cleanup."""
-    code = 1
+def _helper(kernel, scopes: list[Scope], read_fd: int, write_fd: int, mask: set) -> None:
+    """The forked process: read, write, end with os._exit (its caller makes sure of that too).
+    A stop signal ends it at once, with no handler of the parent's: the parent reads its half
+    again. The parent's finalizers must not run here, so the collector is off."""
+    gc.disable()
+    for stop in _STOPS:
+        if signal.getsignal(stop) is not signal.SIG_IGN:
+            signal.signal(stop, signal.SIG_DFL)
+    os.close(read_fd)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    blob = _encode([_read(kernel, scope) for scope in scopes])
+    view = memoryview(blob)
+    while view:
+        view = view[os.write(write_fd, view):]
+    os._exit(0)
+
+
+def _receive(read_fd: int, timeout: float) -> bytes | None:
+    """Everything the helper writes, or None if it has not finished within `timeout` seconds."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([read_fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(read_fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _read_with_helper(kernel, mine: list[Scope], theirs: list[Scope]) -> tuple[dict[Scope, Tables], list[Tables] | None]:
+    """Read `mine` here while a forked helper reads `theirs`: (mine's tables, theirs' or None
+    if the helper did not deliver them whole).
+
+    Stop signals are blocked from before the fork until each process has set itself up, and
+    the parent's cleanup (close the pipe, kill a helper that has not finished, reap it) is in
+    one `finally` that also covers the fork: a Ctrl-C at any point leaves no process and no
+    descriptor behind, and never runs topoctl's own code in the helper."""
+    read_fd, write_fd = os.pipe()
+    pid = None
+    blob = None
     try:
-        blob = _encode([_read(kernel, scope) for scope in scopes])
-        with os.fdopen(write_fd, "wb") as out:
-            out.write(blob)
-        code = 0
-    except BaseException:  # noqa: BLE001 - the parent reads this half again itself
-        pass
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = None  # no helper (out of processes or memory): its half is read here after all
+        else:
+            if pid == 0:
+                try:
+                    _helper(kernel, theirs, read_fd, write_fd, mask)
+                finally:
+                    os._exit(1)
+        finally:
+            if pid != 0:  # this process, whether or not the fork succeeded
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(write_fd)
+        write_fd = -1
+        result = {scope: _read(kernel, scope) for scope in mine}
+        if pid is not None:
+            blob = _receive(read_fd, HELPER_TIMEOUT)
     finally:
-        os._exit(code)
+        os.close(read_fd)  # a helper still writing gets EPIPE and ends
+        if write_fd >= 0:
+            os.close(write_fd)
+        if pid:
+            if blob is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # hung, or this process is being stopped
+            with contextlib.suppress(ChildProcessError):  # SIGCHLD ignored: reaped by the kernel
+                os.waitpid(pid, 0)
+    try:
+        decoded = _decode(blob) if blob is not None else None
+    except (ValueError, EOFError, TypeError):
+        decoded = None
+    return result, decoded if decoded is not None and len(decoded) == len(theirs) else None
 
 
 def read_tables(kernel, scopes: Iterable[Scope], parallel_from: int | None = None) -> dict[Scope, Tables]:
@@ -73,26 +146,8 @@ def read_tables(kernel, scopes: Iterable[Scope], parallel_from: int | None = Non
     mine, theirs = scopes[:half], scopes[half:]
     for scope in theirs:
         kernel.rtnl(scope)  # opened here, before the fork, if kernel.open missed any
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _helper(kernel, theirs, write_fd)
-    os.close(write_fd)
-    src = os.fdopen(read_fd, "rb")
-    try:
-        result = {scope: _read(kernel, scope) for scope in mine}
-        blob = src.read()
-    finally:
-        src.close()  # on an error here, a helper still writing gets EPIPE and ends
-        _, status = os.waitpid(pid, 0)
-    decoded = None
-    if os.waitstatus_to_exitcode(status) == 0:
-        try:
-            decoded = _decode(blob)
-        except (ValueError, EOFError, TypeError):
-            decoded = None
-    if decoded is None or len(decoded) != len(theirs):
+    result, decoded = _read_with_helper(kernel, mine, theirs)
+    if decoded is None:
         for scope in theirs:
             kernel.close_scope(scope)  # a dump may be half read on it: start clean
         kernel.open(theirs)

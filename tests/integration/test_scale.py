@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -74,69 +75,154 @@ def test_benchmark_smoke_run_builds_checks_and_cleans_up():
     assert not [n for n in leftovers if "-10-c" in n or n.startswith("bench10-")]
 
 
-def _plan_counting_forks(box, monkeypatch) -> tuple[object, object, list[str], int, int]:
+class HelperWatch:
+    """Counts forks (keeping the helpers' pids) and the namespaces read by this process."""
+
+    def __init__(self, monkeypatch, tables) -> None:
+        self.pids: list[int] = []
+        self.read_here = 0
+        parent = os.getpid()
+        real_fork, real_read = os.fork, tables._read
+
+        def fork() -> int:
+            pid = real_fork()
+            if pid:
+                self.pids.append(pid)
+            return pid
+
+        def read(kernel, scope):
+            if os.getpid() == parent:
+                self.read_here += 1
+            return real_read(kernel, scope)
+
+        monkeypatch.setattr(os, "fork", fork)
+        monkeypatch.setattr(tables, "_read", read)
+
+    def reaped(self) -> bool:
+        for pid in self.pids:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            return False  # still ours to wait for: not reaped
+        return True
+
+
+class Hung(Exception):
+    pass
+
+
+def _plan(box, expect_error: type[BaseException] | None = None):
+    """A plan of the box, failing (not hanging) if it takes over 30 s."""
     topology = load_file(box.path)
     context = Context(topology, realise(topology, None, True))
-    forks: list[str] = []
-    real_fork = os.fork
-    monkeypatch.setattr(os, "fork", lambda: forks.append("fork") or real_fork())
     before = open_fds()
-    with Kernel() as kernel:
-        the_plan, live = context.plan(kernel)
-    return the_plan, live, forks, before, open_fds()
+
+    def hung(*_):
+        raise Hung("the plan still runs after 30 s: waiting for the helper?")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        with Kernel() as kernel:
+            if expect_error is not None:
+                with pytest.raises(expect_error):
+                    context.plan(kernel)
+                the_plan = live = None
+            else:
+                the_plan, live = context.plan(kernel)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return the_plan, live, before, open_fds()
 
 
-def test_a_large_read_forks_one_helper_and_reads_the_same_state(sandbox_factory, monkeypatch):
+@pytest.fixture
+def parallel(monkeypatch):
+    """tables.py set to use its helper from 4 namespaces on, on any machine; (module, watch)."""
+    from topoctl import tables
+
+    monkeypatch.setattr(tables, "PARALLEL_FROM", 4)
+    monkeypatch.setattr(tables, "_cpus", lambda: 2)  # also on a one-CPU machine
+    return tables, HelperWatch(monkeypatch, tables)
+
+
+def _sequential_state(box, monkeypatch):
+    from topoctl import tables
+
+    with monkeypatch.context() as m:
+        m.setattr(tables, "PARALLEL_FROM", 10_000)
+        the_plan, live, _, _ = _plan(box)
+    assert the_plan.empty
+    return live
+
+
+def test_a_large_read_forks_one_helper_and_reads_the_same_state(sandbox_factory, monkeypatch, parallel):
     """From tables.PARALLEL_FROM namespaces on, one helper process reads half of them: one fork
     per read, whatever the count, and the state read is the same as one process reads."""
-    from topoctl import tables
-
+    _, watch = parallel
     box = sandbox_factory(containers(30))
     box.apply()
-    monkeypatch.setattr(tables, "PARALLEL_FROM", 10_000)
-    plan_one, live_one, forks, _, _ = _plan_counting_forks(box, monkeypatch)
-    assert forks == []
-    monkeypatch.setattr(tables, "PARALLEL_FROM", 10)
-    monkeypatch.setattr(tables, "_cpus", lambda: 2)  # also on a one-CPU machine
-    plan_two, live_two, forks, before, after = _plan_counting_forks(box, monkeypatch)
-    assert forks == ["fork"]
-    assert plan_one.empty and plan_two.empty
-    assert live_two == live_one
+    expected = _sequential_state(box, monkeypatch)
+    watch.read_here = 0
+    the_plan, live, before, after = _plan(box)
+    assert len(watch.pids) == 1
+    assert the_plan.empty and live == expected
+    assert watch.read_here == 31 // 2  # the helper delivered its half: not read again here
     assert after == before  # the pipe and every socket closed
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # and the helper reaped
+    assert watch.reaped()
 
 
-def test_a_failing_helper_is_replaced_by_reading_its_half_again(sandbox_factory, monkeypatch):
-    from topoctl import tables
-
+@pytest.mark.parametrize("failure", ["raises", "hangs", "is stopped"])
+def test_a_failing_helper_is_replaced_by_reading_its_half_again(sandbox_factory, monkeypatch, parallel, failure):
+    """Whatever happens to the helper, the plan reads the same state, nothing is left over,
+    and a stop signal ends the helper alone (none of topoctl's handlers runs in it)."""
+    tables, watch = parallel
     box = sandbox_factory(containers(12))
     box.apply()
-    monkeypatch.setattr(tables, "PARALLEL_FROM", 10_000)
-    _, live_one, _, _, _ = _plan_counting_forks(box, monkeypatch)
-    monkeypatch.setattr(tables, "PARALLEL_FROM", 4)
-    monkeypatch.setattr(tables, "_cpus", lambda: 2)
+    expected = _sequential_state(box, monkeypatch)
+    watch.read_here = 0
 
-    def broken(_):
-        raise RuntimeError("helper cannot encode")  # runs in the helper only
+    def helper_fails(_):  # runs in the helper only
+        if failure == "raises":
+            raise RuntimeError("helper cannot encode")
+        if failure == "hangs":
+            time.sleep(3600)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(3600)
 
-    monkeypatch.setattr(tables, "_encode", broken)
-    the_plan, live_two, forks, before, after = _plan_counting_forks(box, monkeypatch)
-    assert forks == ["fork"] and the_plan.empty
-    assert live_two == live_one
+    monkeypatch.setattr(tables, "_encode", helper_fails)
+    monkeypatch.setattr(tables, "HELPER_TIMEOUT", 2.0)
+    parent, ran_elsewhere = os.getpid(), []
+
+    def handler(*_):  # as topoctl's own handlers do, during an apply
+        if os.getpid() != parent:
+            ran_elsewhere.append(os.getpid())  # lost with the helper's memory: so also a file
+            (box.path.parent / "handler-ran-in-helper").touch()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    started = time.monotonic()
+    try:
+        the_plan, live, before, after = _plan(box)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not (box.path.parent / "handler-ran-in-helper").exists()
+    assert len(watch.pids) == 1 and the_plan.empty
+    assert live == expected
+    assert watch.read_here == 13  # both halves read here
     assert after == before
+    assert watch.reaped()
+    assert time.monotonic() - started < 20
 
 
-def test_an_error_in_this_half_does_not_wait_forever_for_the_helper(sandbox_factory, monkeypatch):
+def test_an_error_in_this_half_does_not_wait_forever_for_the_helper(sandbox_factory, monkeypatch, parallel):
     """The helper blocks writing into a full pipe that nobody reads: closing it ends the helper."""
-    from topoctl import tables
     from topoctl.errors import KernelError
 
+    tables, watch = parallel
     box = sandbox_factory(containers(40))
     box.apply()
-    monkeypatch.setattr(tables, "PARALLEL_FROM", 4)
-    monkeypatch.setattr(tables, "_cpus", lambda: 2)
-    real_read = tables._read
+    real_read = tables._read  # the watch's counting reader
     parent = os.getpid()
 
     def failing_here(kernel, scope):
@@ -146,19 +232,6 @@ def test_an_error_in_this_half_does_not_wait_forever_for_the_helper(sandbox_fact
 
     monkeypatch.setattr(tables, "_read", failing_here)
     monkeypatch.setattr(tables, "_encode", lambda _: b"\0" * (4 << 20))  # far more than a pipe holds
-    topology = load_file(box.path)
-    context = Context(topology, realise(topology, None, True))
-
-    def hung(*_):
-        raise AssertionError("still waiting for the helper after 30 s")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(30)
-    try:
-        with Kernel() as kernel, pytest.raises(KernelError, match="injected"):
-            context.plan(kernel)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    _, _, before, after = _plan(box, expect_error=KernelError)
+    assert len(watch.pids) == 1 and watch.reaped()
+    assert after == before
