@@ -239,9 +239,11 @@ class _Planner:
         for address in sorted(self.desired.addresses, key=_address_key):
             if self._is_new(address.scope, address.link) or address not in self.live.addresses:
                 self.actions.append(AddAddress(address))
-        for address in sorted(self.live.addresses, key=_address_key):
-            if (address not in self.desired.addresses and self._managed_live_address(address)
-                    and address.scope not in self.gone_scopes and (address.scope, address.link) not in self.gone_links):
+        # only the candidates are sorted: most live addresses are wanted or the kernel's own
+        unwanted = [a for a in self.live.addresses if a not in self.desired.addresses and not a.kernel_made]
+        for address in sorted(unwanted, key=_address_key):
+            if (self._managed_live_address(address) and address.scope not in self.gone_scopes
+                    and (address.scope, address.link) not in self.gone_links):
                 self.actions.append(DeleteAddress(address))
 
     def _shaken(self, route: RouteEntry, deleted: dict) -> bool:

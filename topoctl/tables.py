@@ -24,6 +24,7 @@ from .rtnl import AddrMsg, LinkMsg, RouteMsg
 from .state import MAIN_TABLE, Scope
 
 PARALLEL_FROM = 200  # namespaces; below this a fork (~5 ms) costs more than it saves
+HELPER_SHARE = 0.5  # of the namespaces, read by the helper
 HELPER_TIMEOUT = 30.0  # seconds the helper may take after this process's half (it needs <1 s at 1000)
 _STOPS = {signal.SIGINT, signal.SIGTERM}
 
@@ -142,8 +143,8 @@ def read_tables(kernel, scopes: Iterable[Scope], parallel_from: int | None = Non
     scopes = list(scopes)
     if len(scopes) < (PARALLEL_FROM if parallel_from is None else parallel_from) or _cpus() < 2:
         return {scope: _read(kernel, scope) for scope in scopes}
-    half = len(scopes) // 2
-    mine, theirs = scopes[:half], scopes[half:]
+    cut = round(len(scopes) * (1 - HELPER_SHARE))
+    mine, theirs = scopes[:cut], scopes[cut:]
     for scope in theirs:
         kernel.rtnl(scope)  # opened here, before the fork, if kernel.open missed any
     result, decoded = _read_with_helper(kernel, mine, theirs)
