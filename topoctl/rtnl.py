@@ -275,8 +275,8 @@ class _Receiver:
     """One reusable 1 MiB receive buffer for every socket, each datagram copied out of it.
 
     `sock.recv(1 << 20)` allocates (and the allocator maps and unmaps) a fresh megabyte for
-    every datagram: measured at 1000 namespaces, the three dumps took 0.29 s that way and 0.10 s
-    with this buffer. The buffer stays that large because a netlink datagram that does not fit
+    every datagram: measured at 1001 namespaces, their link and address dumps took 0.166 s that
+    way and 0.060 s with this buffer. The buffer stays that large because a netlink datagram that does not fit
     is cut short without an error."""
 
     def __init__(self) -> None:
