@@ -18,11 +18,10 @@ from typing import Callable
 
 from . import journal
 from . import netns as ns
-from .actions import Action, CreateNamespace, DeleteNamespace, Plan
+from .actions import Action, DeleteNamespace, Plan
 from .desired import Realisation, desired_state
 from .errors import ApplyFailed, KernelError, StalePlan, Terminated, TopoctlError, UsageError, VerificationFailed
-from .kernel import Kernel, adopt, create_namespaces, execute
-from .netns import PartialCreate
+from .kernel import BATCHED, Kernel, PartialRun, adopt, execute, execute_run
 from .model import Topology
 from .observe import observe
 from .planner import plan
@@ -312,21 +311,22 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                     progress(number + 1, total, action)
                 if number + 1 == fault_at:
                     raise KernelError(f"{action.verb} {action.subject()}: injected fault ({FAULT_ENV}={fault_at})")
-                if isinstance(action, CreateNamespace):
-                    # New namespaces come in a run (one phase): made together by one thread.
-                    run = list(itertools.takewhile(lambda a: isinstance(a, CreateNamespace), actions[number:]))
+                if isinstance(action, BATCHED):
+                    # New namespaces, and sysctls, come in runs (one phase each): done together
+                    # by one thread that enters each namespace in turn.
+                    kind = type(action)
+                    run = list(itertools.takewhile(lambda a: type(a) is kind, actions[number:]))
                     if number < fault_at <= number + len(run):
                         run = run[:fault_at - number - 1]
                     if log is not None:
-                        for offset, created in enumerate(run):
-                            log.intend(number + offset + 1, created)
+                        for offset, step in enumerate(run):
+                            log.intend(number + offset + 1, step)
                     try:
-                        create_namespaces(kernel, run, context.topology.name)
-                    except PartialCreate as partial:
-                        done.extend(run[:len(partial.made)])
-                        number += len(partial.made)
-                        raise partial.error if isinstance(partial.error, TopoctlError) else KernelError(
-                            f"create namespace {run[len(partial.made)].netns.name}: {partial.error}") from None
+                        execute_run(kernel, run, context.topology.name)
+                    except PartialRun as partial:
+                        done.extend(run[:partial.count])
+                        number += partial.count
+                        raise partial.error from None
                     if log is not None:
                         for offset in range(len(run)):
                             log.done(number + offset + 1)

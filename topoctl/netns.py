@@ -159,6 +159,44 @@ def run_in_each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
     return _in_other_netns(lambda: None, enter_each, names[0])
 
 
+def run_each_in_order(steps: list[tuple[str | None, Callable[[], T]]]) -> tuple[list[T], BaseException | None]:
+    """Each step's fn inside its namespace (None: our own), in order, all by one thread that
+    moves between namespaces only when the next step's differs. Stops at the first error:
+    returns (the results of the steps done, that error or None). An error entering a namespace
+    is translated as run_in_netns does; an error of a fn is returned as it is."""
+
+    def body() -> tuple[list[T], BaseException | None]:
+        results: list[T] = []
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        current: str | None = None
+        try:
+            for scope, fn in steps:
+                if scope != current:
+                    try:
+                        if scope is None:
+                            _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
+                        else:
+                            target = os.open(netns_path(scope), os.O_RDONLY | os.O_CLOEXEC)
+                            try:
+                                _check(_libc.setns(target, CLONE_NEWNET), "setns", scope)
+                            finally:
+                                os.close(target)
+                    except OSError as exc:
+                        return results, _translate(exc, scope or "of topoctl itself")
+                    current = scope
+                try:
+                    results.append(fn())
+                except Exception as exc:  # noqa: BLE001 - handed to the caller with what was done
+                    return results, exc
+            return results, None
+        finally:
+            os.close(own)
+
+    if not steps:
+        return [], None
+    return _in_other_netns(lambda: None, body, steps[0][0] or "own")
+
+
 def _translate(exc: BaseException, name: str) -> BaseException:
     if isinstance(exc, OSError):
         if exc.errno in (errno.EPERM, errno.EACCES):

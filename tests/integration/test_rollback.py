@@ -46,6 +46,25 @@ def test_failed_change_restores_the_state_before(sandbox_factory):
     assert box.ns("nginx-9") not in netns_names()
 
 
+def test_a_run_of_sysctls_failing_part_way_rolls_back_the_ones_written(sandbox_factory):
+    """Sysctl steps of one phase are written together, by one thread moving between
+    namespaces: when one fails, those written before it are counted as done, reported, and
+    rolled back."""
+    box = sandbox_factory("docker0.yaml")
+    box.apply()
+    data = json.loads(json.dumps(box.original))
+    data["namespaces"]["nginx-1"] = {**(data["namespaces"]["nginx-1"] or {}), "sysctls": {"net.ipv4.ip_forward": "1"}}
+    box.write(with_bad_sysctl(data, "nginx-2"))
+    steps = [a["subject"] for a in json.loads(box.run("plan", "-o", "json").stdout)["actions"]]
+    assert steps == [f"sysctl net.ipv4.ip_forward in {box.ns('nginx-1')}",
+                     f"sysctl net.ipv4.no_such_knob in {box.ns('nginx-2')}"]
+    assert _sysctl(box.ns("nginx-1"), "net.ipv4.ip_forward") == "0"
+    result = box.run("apply", expect=1)
+    assert f"step 2 of 2 failed: sysctl net.ipv4.no_such_knob does not exist in {box.ns('nginx-2')}" in result.stderr
+    assert "rolled back: 1 steps restored the state before the apply (1 changes had been made)" in result.stderr
+    assert _sysctl(box.ns("nginx-1"), "net.ipv4.ip_forward") == "0"
+
+
 def _run_with_fault(box, k: int):
     import os
     import subprocess
