@@ -300,6 +300,7 @@ class Rtnl:
         self.sock = sock
         self.seq = 0
         self.strict = False
+        self.unfinished = False  # a dump was sent and not read to its end (see settle())
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         except OSError:
@@ -356,18 +357,37 @@ class Rtnl:
                 return
 
     def dump(self, kind: int, body: bytes, parse) -> list:
+        self.settle()
         seq = self._send(kind, F_DUMP, body)
+        self.unfinished = True
         out = []
         for reply, reply_flags, buf, start, end in self._replies(seq):
             if reply == NLMSG_DONE:
+                self.unfinished = False
                 return out
             if reply == NLMSG_ERROR:
+                self.unfinished = False
                 error = self._error(buf, start, end, reply_flags)
                 if error is not None:
                     raise error
                 return out
             out.append(parse(buf, start, end))
         return out
+
+    def settle(self) -> None:
+        """End a dump left half read, as when Ctrl-C or SIGTERM interrupts a read: the kernel
+        refuses a new dump on a socket whose dump still runs (EBUSY). What is queued is read
+        and dropped without waiting; each read lets the kernel queue the dump's next part, so
+        the queue is empty only once the dump has ended (even if the part holding its end
+        was lost with the interruption)."""
+        if not self.unfinished:
+            return
+        while True:
+            try:
+                self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+        self.unfinished = False
 
     def get(self, kind: int, body: bytes, parse):
         """A single object by key (RTM_GETLINK by name, RTM_GETNSID by fd)."""

@@ -20,8 +20,9 @@ import signal
 import time
 from typing import Iterable, NamedTuple
 
-from .rtnl import AddrMsg, LinkMsg, RouteMsg
-from .state import MAIN_TABLE, Scope
+from .errors import KernelError
+from .rtnl import AddrMsg, LinkMsg, NetlinkError, RouteMsg
+from .state import MAIN_TABLE, Scope, scope_label
 
 PARALLEL_FROM = 200  # namespaces; below this a fork (~5 ms) costs more than it saves
 HELPER_SHARE = 0.5  # of the namespaces, read by the helper
@@ -44,7 +45,11 @@ def _cpus() -> int:
 
 def _read(kernel, scope: Scope) -> Tables:
     handle = kernel.rtnl(scope)
-    return Tables(handle.links(), handle.addresses(), handle.routes(MAIN_TABLE))
+    try:
+        return Tables(handle.links(), handle.addresses(), handle.routes(MAIN_TABLE))
+    except NetlinkError as err:  # a kernel refusal of a read is an error of topoctl's kind
+        raise KernelError(f"reading the interfaces, addresses and routes of {scope_label(scope)}: "
+                          f"{err.strerror}") from None
 
 
 def _encode(tables: list[Tables]) -> bytes:
@@ -146,7 +151,9 @@ def read_tables(kernel, scopes: Iterable[Scope], parallel_from: int | None = Non
     cut = round(len(scopes) * (1 - HELPER_SHARE))
     mine, theirs = scopes[:cut], scopes[cut:]
     for scope in theirs:
-        kernel.rtnl(scope)  # opened here, before the fork, if kernel.open missed any
+        # opened here, before the fork, if kernel.open missed any; and no dump left half read
+        # on it, which both processes would then try to finish
+        kernel.rtnl(scope).settle()
     result, decoded = _read_with_helper(kernel, mine, theirs)
     if decoded is None:
         for scope in theirs:

@@ -81,3 +81,63 @@ def test_refusals_carry_the_kernels_words(sandbox_factory):
         assert ours.link_index("no-such-link") is None
     finally:
         ours.close()
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["between reads", "with a datagram lost"])
+def test_a_dump_interrupted_part_way_leaves_the_socket_usable(sandbox_factory, monkeypatch, lost):
+    """Ctrl-C or SIGTERM between a dump's request and its end (a verification plan
+    interrupted, then the rollback reads on the same sockets): the next dump must not be
+    refused with EBUSY, even if the interruption lost the datagram that held the dump's end."""
+    from topoctl import rtnl
+
+    box = sandbox_factory(many_ports(60))  # a links dump of several datagrams
+    box.apply()
+    host = box.host("local")
+    ours, _ = both(host)
+    expected = ours.links()
+    real = rtnl._receive
+
+    def interrupted(sock):
+        if lost:
+            real(sock)  # the datagram is read, then lost with the interruption
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rtnl, "_receive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ours.links()
+    monkeypatch.setattr(rtnl, "_receive", real)
+    assert ours.unfinished
+    assert ours.links() == expected
+    assert ours.addresses() and not ours.unfinished
+    ours.close()
+
+
+def many_ports(n: int) -> dict:
+    return {
+        "apiVersion": "topoctl/v1", "kind": "Topology", "name": "ports",
+        "bridges": {"br0": {}},
+        "namespaces": {f"c{i}": {} for i in range(n)},
+        "links": [{"type": "veth", "endpoints": [{"namespace": f"c{i}", "name": "eth0"},
+                                                  {"bridge": "br0", "name": f"v{i}"}]} for i in range(n)],
+    }
+
+
+def test_a_refused_read_is_a_topoctl_error_not_a_traceback(sandbox_factory, monkeypatch):
+    import errno
+
+    box = sandbox_factory("docker0.yaml")
+    box.apply()
+
+    def refused(self):
+        raise NetlinkError(errno.EBUSY)
+
+    monkeypatch.setattr(Rtnl, "addresses", refused)
+    from topoctl.applier import Context, realise
+    from topoctl.errors import KernelError
+    from topoctl.kernel import Kernel
+    from topoctl.loader import load_file
+
+    topology = load_file(box.path)
+    context = Context(topology, realise(topology, None, True))
+    with Kernel() as kernel, pytest.raises(KernelError, match="reading the interfaces, addresses and routes of .*busy"):
+        context.plan(kernel)
