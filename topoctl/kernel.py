@@ -471,7 +471,7 @@ def _record_sysctl_keys(written: list[SetSysctl]) -> None:
 
 class PartialRun(Exception):
     """A run of actions done together stopped part way: the first `count` were done, then
-    `error` (a TopoctlError naming the action that failed, or an OSError for execute() rules)."""
+    `error`, a TopoctlError naming what failed."""
 
     def __init__(self, count: int, error: BaseException) -> None:
         super().__init__(str(error))
@@ -488,7 +488,10 @@ def set_sysctls(kernel: Kernel, actions: list[SetSysctl], topology: str) -> int:
     results, error = ns.run_each_in_order(steps)
     done = actions[:len(results)]
     kernel.writes += len(done) + (1 if error is not None else 0)
-    _record_sysctl_keys(done)
+    try:
+        _record_sysctl_keys(done)
+    except OSError as err:  # the writes stay done: the rollback resets them from the state before
+        raise PartialRun(len(done), KernelError(f"recording the sysctl keys written: {err.strerror or err}")) from None
     if error is None:
         return len(done)
     failed = actions[len(done)]
