@@ -204,27 +204,20 @@ class Kernel:
             found.update({(scope, key): value for key, value in keys.items() if value is not None})
         return found
 
-    def write_sysctl(self, scope: Scope, key: str, value: str) -> None:
-        try:
-            ns.run_in_netns(scope, lambda: _write_sysctl_here(key, value))
-        except OSError as err:
-            raise _sysctl_refused(scope, key, value, err) from None
-
 
 def _write_sysctl_here(key: str, value: str) -> None:
     with open(sysctl_path(key), "w", encoding="ascii") as out:
         out.write(value)
 
 
-def _sysctl_refused(scope: Scope, key: str, value: str, err: OSError) -> OSError | KernelError:
-    """What a failed sysctl write means (EPERM and EACCES stay OSError: execute() makes them
-    PermissionDenied)."""
+def _sysctl_refused(action: SetSysctl, err: OSError) -> TopoctlError:
+    """What a failed sysctl write means."""
     if isinstance(err, FileNotFoundError):
-        return KernelError(f"sysctl {key} does not exist in {scope_label(scope)}",
+        return KernelError(f"sysctl {action.key} does not exist in {scope_label(action.scope)}",
                            "check its spelling; per-interface keys need the interface to exist")
     if err.errno in (errno.EPERM, errno.EACCES):
-        return err
-    return KernelError(f"sysctl {key} = {value!r} refused in {scope_label(scope)}: {err.strerror}")
+        return PermissionDenied(f"{action.verb} {action.subject()}: {err.strerror}", "run as root")
+    return KernelError(f"sysctl {action.key} = {action.new!r} refused in {scope_label(action.scope)}: {err.strerror}")
 
 
 def local_addresses() -> set:
@@ -447,10 +440,11 @@ def _set_link(kernel: Kernel, action: SetLink, topology: str) -> None:
 
 
 def _set_sysctl(kernel: Kernel, action: SetSysctl, topology: str) -> None:
-    if action.new is None:
-        return
-    kernel.write_sysctl(action.scope, action.key, action.new)
-    _record_sysctl_keys([action])
+    """One sysctl step (a rollback's): a run of one."""
+    try:
+        set_sysctls(kernel, [action], topology)
+    except PartialRun as partial:
+        raise partial.error from None
 
 
 def _record_sysctl_keys(written: list[SetSysctl]) -> None:
@@ -487,7 +481,6 @@ def set_sysctls(kernel: Kernel, actions: list[SetSysctl], topology: str) -> int:
              for a in actions]
     results, error = ns.run_each_in_order(steps)
     done = actions[:len(results)]
-    kernel.writes += len(done) + (1 if error is not None else 0)
     try:
         _record_sysctl_keys(done)
     except OSError as err:  # the writes stay done: the rollback resets them from the state before
@@ -496,9 +489,7 @@ def set_sysctls(kernel: Kernel, actions: list[SetSysctl], topology: str) -> int:
         return len(done)
     failed = actions[len(done)]
     if isinstance(error, OSError):
-        error = _sysctl_refused(failed.scope, failed.key, failed.new, error)
-        if isinstance(error, OSError):  # EPERM or EACCES
-            error = PermissionDenied(f"{failed.verb} {failed.subject()}: {error.strerror}", "run as root")
+        error = _sysctl_refused(failed, error)
     elif not isinstance(error, TopoctlError):
         error = KernelError(f"{failed.verb} {failed.subject()}: {error}")
     raise PartialRun(len(done), error)
@@ -511,7 +502,11 @@ def execute_run(kernel: Kernel, run: list[Action], topology: str) -> None:
     """Carry out a run of actions of one type in BATCHED, together. Raises PartialRun, whose
     error is a TopoctlError naming the action that failed, after the first `count` were done."""
     if isinstance(run[0], SetSysctl):
-        set_sysctls(kernel, run, topology)
+        try:
+            kernel.writes += set_sysctls(kernel, run, topology)
+        except PartialRun as partial:
+            kernel.writes += partial.count + 1
+            raise
         return
     try:
         create_namespaces(kernel, run, topology)

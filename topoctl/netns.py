@@ -118,19 +118,20 @@ def _in_other_netns(enter: Callable[[], None], fn: Callable[[], T], label: str) 
     return outcome["result"]
 
 
+def _enter(name: str) -> None:
+    """Move the calling thread into namespace `name` (OSError as the kernel gives it)."""
+    target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
+    finally:
+        os.close(target)
+
+
 def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
     """Run fn in a thread that has entered namespace `name` (None: our own). Returns its result."""
     if name is None:
         return fn()
-
-    def enter() -> None:
-        target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
-        finally:
-            os.close(target)
-
-    return _in_other_netns(enter, fn, name)
+    return _in_other_netns(lambda: _enter(name), fn, name)
 
 
 def run_in_each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
@@ -142,15 +143,11 @@ def run_in_each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
         results: dict[str, T] = {}
         for name in names:
             try:
-                target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+                _enter(name)
             except FileNotFoundError:
-                continue
-            try:
-                _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
+                continue  # gone: left out
             except OSError as exc:
                 raise _translate(exc, name) from None
-            finally:
-                os.close(target)
             results[name] = fn(name)
         return results
 
@@ -176,11 +173,7 @@ def run_each_in_order(steps: list[tuple[str | None, Callable[[], T]]]) -> tuple[
                         if scope is None:
                             _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
                         else:
-                            target = os.open(netns_path(scope), os.O_RDONLY | os.O_CLOEXEC)
-                            try:
-                                _check(_libc.setns(target, CLONE_NEWNET), "setns", scope)
-                            finally:
-                                os.close(target)
+                            _enter(scope)
                     except OSError as exc:
                         return results, _translate(exc, scope or "of topoctl itself")
                     current = scope
