@@ -128,10 +128,14 @@ class Kernel:
         for scope, sock in opened.items():
             self._rtnl[scope] = Rtnl(sock)
 
-    def adopt(self, scope: Scope, sock: socket.socket) -> None:
+    def adopt(self, scope: Scope, handle: Rtnl) -> None:
         """Use a socket already opened inside `scope` (by whoever made the namespace)."""
         self.close_scope(scope)
-        self._rtnl[scope] = Rtnl(sock)
+        self._rtnl[scope] = handle
+
+    def scopes(self) -> list[Scope]:
+        """The namespaces a socket is open in."""
+        return list(self._rtnl)
 
     def rtnl(self, scope: Scope) -> Rtnl:
         handle = self._rtnl.get(scope)
@@ -313,30 +317,39 @@ def _create_namespace(kernel: Kernel, action: CreateNamespace, topology: str) ->
 
 
 def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: str) -> int:
-    """Several CreateNamespace actions at once (one thread enters each new namespace in turn).
-    Returns how many were made; raises ns.PartialCreate (with `made`) when one fails."""
+    """Several CreateNamespace actions at once: each namespace is made, recorded as ours and
+    its lo set up by a thread that is inside it, with the socket kept for the rest of the run
+    (ns.create_netns_many: two threads where there are two CPUs). Returns how many were made;
+    raises ns.PartialCreate (with `made`, the first actions' namespaces) when one fails."""
+    wanted = {a.netns.name: a for a in actions}
+    _allow_descriptors(len(kernel.scopes()) + len(actions) + 256)
+
+    def finish_inside(name: str) -> Rtnl:
+        handle = Rtnl.open()  # here, so in the new namespace
+        try:
+            action = wanted[name]
+            ns.record_netns(name, ns.NetnsRecord(topology, action.netns.host or "", action.netns.role,
+                                                 ns.netns_inode(name)))
+            handle.link_set(1, up=True)  # lo is always index 1 in a new namespace
+        except OSError as err:  # a refused request, a record that cannot be written
+            handle.close()
+            raise KernelError(f"create namespace {name}: {err.strerror or err}") from None
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
     try:
-        sockets = ns.create_netns_many([a.netns.name for a in actions],
-                                       lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+        handles = ns.create_netns_many(list(wanted), finish_inside, undo=lambda name, handle: handle.close())
     except ns.PartialCreate as partial:
-        for name, sock in partial.made.items():
-            kernel.adopt(name, sock)
-        for action in actions[:len(partial.made)]:
-            _finish_namespace(kernel, action, topology)
+        for name, handle in partial.made.items():
+            kernel.adopt(name, handle)
         kernel.writes += len(partial.made)
         raise
-    for name, sock in sockets.items():
-        kernel.adopt(name, sock)
-    for action in actions:
-        _finish_namespace(kernel, action, topology)
+    for name, handle in handles.items():
+        kernel.adopt(name, handle)
     kernel.writes += len(actions)
     return len(actions)
-
-
-def _finish_namespace(kernel: Kernel, action: CreateNamespace, topology: str) -> None:
-    name = action.netns.name
-    ns.record_netns(name, ns.NetnsRecord(topology, action.netns.host or "", action.netns.role, ns.netns_inode(name)))
-    kernel.rtnl(name).link_set(1, up=True)  # lo is always index 1 in a new namespace
 
 
 def _delete_namespace(kernel: Kernel, action: DeleteNamespace, topology: str) -> None:

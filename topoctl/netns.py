@@ -37,6 +37,16 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 T = TypeVar("T")
 
+PARALLEL_CREATE_FROM = 8  # namespaces; fewer are made by one thread (starting one costs ~0.1 ms)
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
 
 def _os_error(call: str, target: str) -> OSError:
     code = ctypes.get_errno()
@@ -86,33 +96,49 @@ def list_netns() -> list[str]:
         return []
 
 
+def _in_threads(bodies: list[Callable[[], None]], label: str) -> list[BaseException]:
+    """Run the bodies at once, each in a short-lived thread of its own that may enter other
+    namespaces and is moved back to its own before it ends. Returns the errors that ended a
+    body or its move back (a body that must report its own errors catches them)."""
+    failures: list[BaseException] = []
+
+    def worker(body: Callable[[], None]) -> None:
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                try:
+                    body()
+                finally:
+                    _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
+            finally:
+                os.close(own)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(body,), name=f"netns-{label}", daemon=True) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
 def _in_other_netns(enter: Callable[[], None], fn: Callable[[], T], label: str) -> T:
     """Run fn in a short-lived thread that first calls enter() to switch its network namespace,
     and switches back before it ends. Errors of enter() are translated; errors of fn() are
     handed over as they are."""
     outcome: dict = {}
 
-    def worker() -> None:
+    def body() -> None:
+        enter()
         try:
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                enter()
-                try:
-                    outcome["result"] = fn()
-                except BaseException as exc:
-                    outcome["raised"] = exc
-                finally:
-                    _check(_libc.setns(own, CLONE_NEWNET), "setns", "own namespace")
-            finally:
-                os.close(own)
+            outcome["result"] = fn()
         except BaseException as exc:
-            outcome["failure"] = exc
+            outcome["raised"] = exc
 
-    thread = threading.Thread(target=worker, name=f"netns-{label}", daemon=True)
-    thread.start()
-    thread.join()
-    if "failure" in outcome:
-        raise _translate(outcome["failure"], label)
+    failures = _in_threads([body], label)
+    if failures:
+        raise _translate(failures[0], label)
     if "raised" in outcome:
         raise outcome["raised"]
     return outcome["result"]
@@ -217,7 +243,8 @@ def _ensure_run_dir() -> None:
 
 
 class PartialCreate(Exception):
-    """create_netns_many stopped part way: `made` were created, then `error` happened."""
+    """create_netns_many stopped part way: `made` (the first names, in order) were created,
+    then `error` happened."""
 
     def __init__(self, made: dict, error: BaseException) -> None:
         super().__init__(str(error))
@@ -225,38 +252,80 @@ class PartialCreate(Exception):
         self.error = error
 
 
-def create_netns_many(names: list[str], open_socket: Callable[[], T]) -> dict[str, T]:
-    """Several new namespaces made by one thread, an unshare and a bind mount each, with
-    open_socket() called inside each while the thread is there (what `ip netns add` does per
-    process, here without a thread or a process per namespace)."""
-    made: dict[str, T] = {}
+def _make_netns(name: str, inside: Callable[[str], T]) -> T:
+    """One new namespace, made by the calling thread (which moves into it): the file, an
+    unshare, a bind mount, then inside(name) there. If anything fails the namespace goes again."""
+    path = netns_path(name)
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    except FileExistsError:
+        raise KernelError(f"network namespace {name} already exists") from None
+    mounted = False
+    try:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+        _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), "mount", path)
+        mounted = True
+        return inside(name)
+    except BaseException:
+        if mounted:
+            _libc.umount2(path.encode(), MNT_DETACH)
+            forget_netns(name)  # inside() may have recorded it
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
 
-    def make_all() -> dict[str, T]:
-        for name in names:
-            path = netns_path(name)
-            try:
-                os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
-            except FileExistsError:
-                raise KernelError(f"network namespace {name} already exists") from None
-            try:
-                _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
-                _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), "mount", path)
-            except BaseException:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-                raise
-            made[name] = open_socket()
-        return made
 
+def create_netns_many(names: list[str], inside: Callable[[str], T],
+                      undo: Callable[[str, T], None] = lambda name, result: None) -> dict[str, T]:
+    """New namespaces, each made by an unshare and a bind mount (what `ip netns add` does per
+    process) with inside(name) called in it by the thread that made it, before it moves on.
+    From PARALLEL_CREATE_FROM names on, two threads (with two CPUs) take the names in turn: the
+    kernel sets up two namespaces at once (100 namespaces: 54-69 ms by one thread, ~40% less
+    by two). A failure stops both threads; namespaces made after the failed one, in the order
+    of `names`, are deleted again (undo(name, result) first), so that PartialCreate.made is
+    always the first names, as if made one by one."""
+    results: dict[int, T] = {}
+    errors: dict[int, BaseException] = {}
+    lock = threading.Lock()
+    taken = 0
+
+    def take() -> int | None:
+        nonlocal taken
+        with lock:
+            if errors or taken >= len(names):
+                return None
+            taken += 1
+            return taken - 1
+
+    def make_in_turn() -> None:
+        while (i := take()) is not None:
+            try:
+                results[i] = _make_netns(names[i], inside)
+            except BaseException as exc:
+                with lock:
+                    errors[i] = exc
+                return
+
+    if not names:
+        return {}
     try:
         _ensure_run_dir()
-        return _in_other_netns(lambda: None, make_all, names[0])
-    except BaseException as exc:
-        error = _translate(exc, names[len(made)] if len(made) < len(names) else names[-1]) \
-            if isinstance(exc, OSError) else exc
-        raise PartialCreate(made, error) from None
+    except OSError as exc:
+        raise PartialCreate({}, _translate(exc, names[0])) from None
+    workers = min(2, cpus()) if len(names) >= PARALLEL_CREATE_FROM else 1
+    # A thread that could not move back to its own namespace is ending anyway: what it made stands.
+    _in_threads([make_in_turn] * workers, names[0])
+    if not errors:
+        return {name: results[i] for i, name in enumerate(names)}
+    first = min(errors)
+    for i in sorted(i for i in results if i > first):
+        undo(names[i], results[i])
+        delete_netns(names[i])
+    error = errors[first]
+    raise PartialCreate({names[i]: results[i] for i in range(first)},
+                        _translate(error, names[first]) if isinstance(error, OSError) else error)
 
 
 def delete_netns(name: str) -> None:

@@ -21,6 +21,7 @@ import time
 from typing import Iterable, NamedTuple
 
 from .errors import KernelError
+from .netns import cpus as _cpus
 from .rtnl import AddrMsg, LinkMsg, NetlinkError, RouteMsg
 from .state import MAIN_TABLE, Scope, scope_label
 
@@ -34,13 +35,6 @@ class Tables(NamedTuple):
     links: list[LinkMsg]
     addresses: list[AddrMsg]
     routes: list[RouteMsg]
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _read(kernel, scope: Scope) -> Tables:

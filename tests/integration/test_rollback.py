@@ -221,3 +221,36 @@ def test_sigterm_during_an_apply_rolls_it_back(sandbox_factory):
     assert landed >= 1, "no SIGTERM landed inside an apply"
     box.apply()  # the repair itself still works (its new veths have new MACs, so no show == before)
     assert box.plan_exit() == 0
+
+
+def test_a_failure_inside_a_run_of_new_namespaces_is_rolled_back(sandbox_factory, monkeypatch):
+    """Namespaces are made by two threads at once; one failing part way (here its record
+    cannot be written) fails that step, and the rollback leaves nothing of the run."""
+    from topoctl import netns as ns
+    from topoctl.applier import Context, realise, reconcile
+    from topoctl.errors import ApplyFailed
+    from topoctl.kernel import Kernel
+    from topoctl.loader import load_file
+
+    from .test_scale import containers
+
+    monkeypatch.setattr(ns, "cpus", lambda: 2)
+    box = sandbox_factory(containers(12))
+    topology = load_file(box.path)
+    context = Context(topology, realise(topology, None, True))
+    names = [a["name"] for a in box.plan()["actions"] if a["type"] == "namespace"]
+    victim = names[8]
+    real_record = ns.record_netns
+
+    def record(name, netns_record):
+        if name == victim:
+            raise OSError(28, "No space left on device")
+        real_record(name, netns_record)
+
+    monkeypatch.setattr(ns, "record_netns", record)
+    with Kernel() as kernel, pytest.raises(ApplyFailed) as caught:
+        reconcile(kernel, context)
+    message = str(caught.value)
+    assert f"step 9 of {len(box.plan()['actions'])} failed: create namespace {victim}: No space left on device" in message
+    assert caught.value.rolled_back == 8 and caught.value.rollback_errors == ()  # the 8 made before it
+    assert box.leftovers() == []

@@ -236,3 +236,54 @@ def test_an_error_in_this_half_does_not_wait_forever_for_the_helper(sandbox_fact
     _, _, before, after = _plan(box, expect_error=KernelError)
     assert len(watch.pids) == 1 and watch.reaped()
     assert after == before
+
+
+@pytest.fixture
+def two_creators(monkeypatch):
+    """netns.create_netns_many set to use two threads, also on a one-CPU machine; the netns module."""
+    from topoctl import netns as ns
+
+    monkeypatch.setattr(ns, "cpus", lambda: 2)
+    return ns
+
+
+def test_new_namespaces_made_by_two_threads_are_all_there_and_recorded(sandbox_factory, two_creators):
+    box = sandbox_factory(containers(20))
+    assert box.apply()["summary"]["add"] > 20
+    assert box.plan_exit() == 0
+    for i in range(20):
+        record = two_creators.read_netns_record(box.ns(f"c{i}"))
+        assert record is not None and record.topology == box.topology
+        assert record.inode == two_creators.netns_inode(box.ns(f"c{i}"))
+
+
+@pytest.mark.parametrize("failing", [0, 7, 19])
+def test_a_failure_while_two_threads_make_namespaces_leaves_the_first_ones_only(two_creators, failing):
+    """Whichever thread fails, what stays made is the names before the failed one, in order;
+    any made after it (by the other thread) is deleted again, its result undone."""
+    import secrets
+
+    ns = two_creators
+    names = [f"pc{i}-{secrets.token_hex(3)}" for i in range(20)]
+    undone: list[str] = []
+
+    def inside(name: str) -> str:
+        if name == names[failing]:
+            time.sleep(0.05)  # the other thread goes on meanwhile
+            raise RuntimeError("injected failure inside the new namespace")
+        return name.upper()
+
+    try:
+        with pytest.raises(ns.PartialCreate) as caught:
+            ns.create_netns_many(names, inside, undo=lambda name, result: undone.append(result))
+        assert list(caught.value.made) == names[:failing]
+        assert list(caught.value.made.values()) == [n.upper() for n in names[:failing]]
+        assert "injected failure" in str(caught.value.error)
+        present = set(ns.list_netns())
+        assert [n for n in names if n in present] == names[:failing]
+        assert set(undone) <= {n.upper() for n in names[failing + 1:]}
+        assert not os.path.exists(ns.netns_path(names[failing]))
+    finally:
+        for name in names:
+            if name in ns.list_netns():
+                ns.delete_netns(name)
