@@ -287,3 +287,19 @@ def test_a_failure_while_two_threads_make_namespaces_leaves_the_first_ones_only(
         for name in names:
             if name in ns.list_netns():
                 ns.delete_netns(name)
+
+
+def test_a_cold_apply_of_more_namespaces_than_the_descriptor_limit_works(sandbox_factory):
+    """One socket per namespace: an apply started with a soft RLIMIT_NOFILE of 64 (a desktop's
+    is 1024) raises it (up to the hard limit) before making 300 namespaces."""
+    import resource
+
+    from .conftest import TOPOCTL
+
+    box = sandbox_factory(containers(300))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    result = subprocess.run([*TOPOCTL, "apply", "--emulate", "-o", "json", str(box.path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert box.plan_exit() == 0
