@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Iterator
 
 from .actions import CHANGE, CREATE, DELETE, Action, Plan
 from .state import State, scope_label
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def escape(text: str) -> str:
+    """Text made safe for rich markup. rich is imported on first use: a JSON run never needs it."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 PROGRESS_MIN_ACTIONS = 50  # below this an apply is over before a bar helps
 
@@ -62,9 +70,10 @@ def print_plan(console: Console, plan: Plan, summary: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(console: Console, enabled: bool) -> Iterator:
-    """A callback for the applier that drives a bar on a terminal, for long applies only."""
-    if not enabled or not console.is_terminal:
+def progress_bar(console: Console | None) -> Iterator:
+    """A callback for the applier that drives a bar on a terminal (None: no bar), for long
+    applies only."""
+    if console is None or not console.is_terminal:
         yield None
         return
     # imported here: 10 ms that a plan, a destroy or a piped apply never needs
