@@ -12,14 +12,15 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
+from functools import cached_property
 from typing import Callable
 
 from . import journal
 from . import netns as ns
 from .actions import Action, DeleteNamespace, Plan
-from .desired import Realisation, desired_state
+from .desired import Realisation, container_names, desired_state, emulates_underlay
 from .errors import ApplyFailed, KernelError, StalePlan, Terminated, TopoctlError, UsageError, VerificationFailed
 from .kernel import BATCHED, Kernel, PartialRun, adopt, execute, execute_run
 from .model import Topology
@@ -65,10 +66,11 @@ def realise(topology: Topology, host: str | None, emulate: bool,
 class Context:
     topology: Topology
     realisation: Realisation
-    desired: State = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.desired = desired_state(self.topology, self.realisation)
+    @cached_property
+    def desired(self) -> State:
+        """Computed on first use: a plan starts reading the live state before (see plan())."""
+        return desired_state(self.topology, self.realisation)
 
     def empty(self, keep_shared: bool = True) -> State:
         """What the topology wants when it is destroyed: nothing, in the same places; but a
@@ -89,7 +91,7 @@ class Context:
         if not r.emulate:
             return ["root"]
         names = [r.host_scope(h) for h in r.hosts]
-        if r.underlay_scope in self.desired.namespaces:
+        if emulates_underlay(self.topology, r):
             names.append(r.underlay_scope)
         return names
 
@@ -119,6 +121,8 @@ class Context:
     def plan(self, kernel: Kernel, destroy: bool = False, recovering: bool = True) -> tuple[Plan, State]:
         """The plan from the live state. `recovering`: consult the journal of an interrupted
         run (not when verifying a run that holds the journal itself)."""
+        if not destroy:  # a destroy does not read our containers (it deletes them whole)
+            kernel.prefetch(container_names(self.topology, self.realisation))
         live, shared_in_use = self._observe(kernel, destroy)
         recovery = journal.interrupted(self.topology.name) if recovering else None
         if recovery is not None:

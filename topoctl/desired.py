@@ -37,6 +37,17 @@ class Realisation:
         return place.namespace if place.namespace is not None else self.host_scope(place.host)
 
 
+def emulates_underlay(topology: Topology, realisation: Realisation) -> bool:
+    """Whether this run has a namespace standing for the network between the hosts."""
+    return realisation.emulate and any(h.address is not None for h in topology.hosts)
+
+
+def container_names(topology: Topology, realisation: Realisation) -> list[str]:
+    """The container namespaces this run acts on, sorted: known without the desired state."""
+    selected = set(realisation.hosts)
+    return sorted(ns.name for ns in topology.namespaces if ns.host in selected)
+
+
 def _endpoint_link(topology: Topology, realisation: Realisation, end: Endpoint, peer: Endpoint) -> Link:
     scope = realisation.scope_of(place_of(topology, end))
     peer_scope = realisation.scope_of(place_of(topology, peer))
@@ -73,7 +84,7 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
             add_scope(realisation.host_scope(host.name), host.name, "host")
             for key, value in host.sysctls:
                 state.sysctls[(realisation.host_scope(host.name), key)] = value
-    if realisation.emulate and any(h.address is not None for h in topology.hosts):
+    if emulates_underlay(topology, realisation):
         add_scope(realisation.underlay_scope, "", "underlay")
         add_underlay(state, topology, realisation)
     for ns in topology.namespaces:

@@ -15,6 +15,7 @@ from dataclasses import replace as dataclass_replace
 from typing import Callable, Iterable, Iterator
 
 from . import netns as ns
+from . import tables
 from .actions import (
     Action,
     AddAddress,
@@ -113,6 +114,7 @@ class Kernel:
         self._nsids: dict[tuple[Scope, Scope], int | None] = {}
         self._index: dict[Scope, dict[str, int]] = {}  # by scope, so a scope is forgotten at once
         self.writes = 0  # kernel changes made through this object: a second apply must make none
+        self._prefetch: tables.Reader | None = None
 
     def __enter__(self) -> "Kernel":
         return self
@@ -156,7 +158,28 @@ class Kernel:
         if handle is not None:
             handle.close()
 
+    def prefetch(self, scopes: list[str]) -> None:
+        """Start reading a share of these namespaces now, in a helper process (for many only:
+        tables.helper_share), for the next read of the live state: its work overlaps whatever
+        this process does meanwhile, such as computing the desired state."""
+        self.drop_prefetch()
+        existing = set(ns.list_netns())
+        share = tables.helper_share([s for s in scopes if s in existing])
+        if share:
+            self._prefetch = tables.Reader(share)
+
+    def take_prefetch(self) -> tables.Reader | None:
+        """The reader prefetch() started, now the caller's to close."""
+        reader, self._prefetch = self._prefetch, None
+        return reader
+
+    def drop_prefetch(self) -> None:
+        reader = self.take_prefetch()
+        if reader is not None:
+            reader.close()
+
     def close(self) -> None:
+        self.drop_prefetch()
         handles, self._rtnl = list(self._rtnl.values()), {}
         self._nsids, self._index = {}, {}
         for handle in handles:

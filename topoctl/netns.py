@@ -182,6 +182,20 @@ def run_in_each(names: list[str], fn: Callable[[str], T]) -> dict[str, T]:
     return _in_other_netns(lambda: None, enter_each, names[0])
 
 
+def open_in_each_here(names: list[str], open_socket: Callable[[], T]) -> dict[str, T]:
+    """For a forked helper process, whose one thread never needs its own namespace again:
+    open_socket() inside each namespace, entered by the calling thread itself (no thread at
+    all). A namespace that does not exist is left out."""
+    opened: dict[str, T] = {}
+    for name in names:
+        try:
+            _enter(name)
+        except FileNotFoundError:
+            continue
+        opened[name] = open_socket()
+    return opened
+
+
 def run_each_in_order(steps: list[tuple[str | None, Callable[[], T]]]) -> tuple[list[T], BaseException | None]:
     """Each step's fn inside its namespace (None: our own), in order, all by one thread that
     moves between namespaces only when the next step's differs. Stops at the first error:

@@ -115,8 +115,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     if skim_containers:
         live_scopes = [s for s in live_scopes if s is None or not (
             state.namespaces[s].owner == topology and state.namespaces[s].role == "container")]
-    kernel.open(live_scopes)
-    tables = read_tables(kernel, live_scopes)
+    tables = read_tables(kernel, live_scopes, kernel.take_prefetch())
     root_routes = ns.recorded_root_routes(topology) if None in live_scopes else set()
 
     made = _Addresses()

@@ -1,12 +1,13 @@
 """Read the links, addresses and main-table routes of many namespaces: part of the kernel layer.
 
 Each namespace costs three dumps. Past PARALLEL_FROM namespaces, and with a second CPU, a
-helper process forked once reads the second half while this process reads the first: the
-kernel answers both halves at once and each process parses only its own. The helper uses
-the sockets already opened in those namespaces (so it forks once per read, not per
-namespace), sends its messages back through a pipe with marshal, and ends with os._exit. If
-it fails in any way, this process closes those sockets (a dump may be half read on them),
-opens them again and reads that half itself.
+helper process forked once (a `Reader`) reads a share of them while this process reads the
+rest: the kernel answers both at once and each process parses only its own. The helper opens
+its own sockets, entering each namespace by setns in its one thread, so it needs nothing of
+this process's sockets, and it can be started early: an apply or plan starts it before it
+computes the desired state (Kernel.prefetch), so that the helper's reading overlaps that work.
+It sends its messages back through a pipe with marshal and ends with os._exit. If it fails in
+any way, this process reads its share itself.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import signal
 import time
 from typing import Iterable, NamedTuple
 
+from . import netns as ns
 from .errors import KernelError
 from .netns import cpus as _cpus
-from .rtnl import AddrMsg, LinkMsg, NetlinkError, RouteMsg
+from .rtnl import AddrMsg, LinkMsg, NetlinkError, RouteMsg, Rtnl
 from .state import MAIN_TABLE, Scope, scope_label
 
 PARALLEL_FROM = 200  # namespaces; below this a fork (~5 ms) costs more than it saves
@@ -37,8 +39,7 @@ class Tables(NamedTuple):
     routes: list[RouteMsg]
 
 
-def _read(kernel, scope: Scope) -> Tables:
-    handle = kernel.rtnl(scope)
+def _dump(handle: Rtnl, scope: Scope) -> Tables:
     try:
         return Tables(handle.links(), handle.addresses(), handle.routes(MAIN_TABLE))
     except NetlinkError as err:  # a kernel refusal of a read is an error of topoctl's kind
@@ -46,113 +47,141 @@ def _read(kernel, scope: Scope) -> Tables:
                           f"{err.strerror}") from None
 
 
-def _encode(tables: list[Tables]) -> bytes:
+def _read(kernel, scope: Scope) -> Tables:
+    """One namespace's tables, read by this process on the kernel's socket there."""
+    return _dump(kernel.rtnl(scope), scope)
+
+
+def _encode(tables: dict[str, Tables]) -> bytes:
     # marshal takes plain tuples only (not NamedTuple subclasses). Measured on the messages of 500
     # namespaces: marshal 1.1 ms + 1.4 ms to load, pickling the NamedTuples 5.7 ms + 3.1 ms
-    return marshal.dumps([([tuple(m) for m in t.links], [tuple(m) for m in t.addresses],
-                           [tuple(m) for m in t.routes]) for t in tables])
+    return marshal.dumps([(scope, [tuple(m) for m in t.links], [tuple(m) for m in t.addresses],
+                           [tuple(m) for m in t.routes]) for scope, t in tables.items()])
 
 
-def _decode(blob: bytes) -> list[Tables]:
-    return [Tables([LinkMsg._make(m) for m in links], [AddrMsg._make(m) for m in addresses],
-                   [RouteMsg._make(m) for m in routes]) for links, addresses, routes in marshal.loads(blob)]
+def _decode(blob: bytes) -> dict[str, Tables]:
+    return {scope: Tables([LinkMsg._make(m) for m in links], [AddrMsg._make(m) for m in addresses],
+                          [RouteMsg._make(m) for m in routes]) for scope, links, addresses, routes in marshal.loads(blob)}
 
 
-def _helper(kernel, scopes: list[Scope], read_fd: int, write_fd: int, mask: set) -> None:
-    """The forked process: read, write, end with os._exit (its caller makes sure of that too).
-    A stop signal ends it at once, with no handler of the parent's: the parent reads its half
-    again. The parent's finalizers must not run here, so the collector is off."""
+def _helper(scopes: list[str], write_fd: int, mask: set) -> None:
+    """The forked process: open a socket in each namespace (one that does not exist is left
+    out), read, write, end with os._exit (its caller makes sure of that too). A stop signal
+    ends it at once, with no handler of the parent's: the parent reads its share again. The
+    parent's finalizers must not run here, so the collector is off."""
     gc.disable()
     for stop in _STOPS:
         if signal.getsignal(stop) is not signal.SIG_IGN:
             signal.signal(stop, signal.SIG_DFL)
-    os.close(read_fd)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    blob = _encode([_read(kernel, scope) for scope in scopes])
+    handles = ns.open_in_each_here(scopes, Rtnl.open)
+    blob = _encode({scope: _dump(handle, scope) for scope, handle in handles.items()})
     view = memoryview(blob)
     while view:
         view = view[os.write(write_fd, view):]
     os._exit(0)
 
 
-def _receive(read_fd: int, timeout: float) -> bytes | None:
-    """Everything the helper writes, or None if it has not finished within `timeout` seconds."""
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([read_fd], [], [], remaining)[0]:
-            return None
-        chunk = os.read(read_fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+class Reader:
+    """A helper process reading the tables of `scopes`. collect() takes what it read; close()
+    (always called, by read_tables or by the Kernel that holds it) ends and reaps it."""
 
-
-def _read_with_helper(kernel, mine: list[Scope], theirs: list[Scope]) -> tuple[dict[Scope, Tables], list[Tables] | None]:
-    """Read `mine` here while a forked helper reads `theirs`: (mine's tables, theirs' or None
-    if the helper did not deliver them whole).
-
-    Stop signals are blocked from before the fork until each process has set itself up, and
-    the parent's cleanup (close the pipe, kill a helper that has not finished, reap it) is in
-    one `finally` that also covers the fork: a Ctrl-C at any point leaves no process and no
-    descriptor behind, and never runs topoctl's own code in the helper."""
-    read_fd, write_fd = os.pipe()
-    pid = None
-    blob = None
-    try:
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    def __init__(self, scopes: list[str]) -> None:
+        self.scopes = scopes
+        self.pid: int | None = None
+        self._read_fd = -1
+        self._delivered = False
+        read_fd, write_fd = os.pipe()
         try:
-            pid = os.fork()
-        except OSError:
-            pid = None  # no helper (out of processes or memory): its half is read here after all
-        else:
-            if pid == 0:
-                try:
-                    _helper(kernel, theirs, read_fd, write_fd, mask)
-                finally:
-                    os._exit(1)
+            # Stop signals are blocked from before the fork until each process has set itself
+            # up: a Ctrl-C never runs topoctl's own code in the helper.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+            try:
+                pid = os.fork()
+            except OSError:
+                pid = None  # no helper (out of processes or memory): its share is read here after all
+            else:
+                if pid == 0:
+                    try:
+                        os.close(read_fd)
+                        _helper(scopes, write_fd, mask)
+                    finally:
+                        os._exit(1)
+            finally:
+                if pid != 0:  # this process, whether or not the fork succeeded
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         finally:
-            if pid != 0:  # this process, whether or not the fork succeeded
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(write_fd)
-        write_fd = -1
-        result = {scope: _read(kernel, scope) for scope in mine}
-        if pid is not None:
-            blob = _receive(read_fd, HELPER_TIMEOUT)
-    finally:
-        os.close(read_fd)  # a helper still writing gets EPIPE and ends
-        if write_fd >= 0:
-            os.close(write_fd)
+            if pid != 0:
+                os.close(write_fd)
+        self.pid = pid
+        self._read_fd = read_fd
+
+    def collect(self, timeout: float) -> dict[str, Tables] | None:
+        """The helper's tables by namespace (those that did not exist left out), or None if
+        it failed or has not finished within `timeout` seconds."""
+        if self.pid is None:
+            return None
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._read_fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(self._read_fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self._delivered = True
+        try:
+            return _decode(b"".join(chunks))
+        except (ValueError, EOFError, TypeError):
+            return None
+
+    def close(self) -> None:
+        """Close the pipe (a helper still writing gets EPIPE and ends), kill a helper that has
+        not delivered (hung, or this process is being stopped), and reap it."""
+        if self._read_fd >= 0:
+            os.close(self._read_fd)
+            self._read_fd = -1
+        pid, self.pid = self.pid, None
         if pid:
-            if blob is None:
+            if not self._delivered:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)  # hung, or this process is being stopped
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):  # SIGCHLD ignored: reaped by the kernel
                 os.waitpid(pid, 0)
-    try:
-        decoded = _decode(blob) if blob is not None else None
-    except (ValueError, EOFError, TypeError):
-        decoded = None
-    return result, decoded if decoded is not None and len(decoded) == len(theirs) else None
 
 
-def read_tables(kernel, scopes: Iterable[Scope], parallel_from: int | None = None) -> dict[Scope, Tables]:
-    """Tables of every scope (their sockets opened beforehand with kernel.open)."""
+def helper_share(scopes: list[str]) -> list[str]:
+    """The namespaces a helper should read, of these (none below PARALLEL_FROM or with one CPU)."""
+    if len(scopes) < PARALLEL_FROM or _cpus() < 2:
+        return []
+    return scopes[round(len(scopes) * (1 - HELPER_SHARE)):]
+
+
+def read_tables(kernel, scopes: Iterable[Scope], reader: Reader | None = None) -> dict[Scope, Tables]:
+    """Tables of every scope. A `reader` started earlier (see Kernel.prefetch) delivers those
+    of its scopes; otherwise, for many namespaces, one is started here for a share of them.
+    This process reads the rest, on sockets it opens for them now."""
     scopes = list(scopes)
-    if len(scopes) < (PARALLEL_FROM if parallel_from is None else parallel_from) or _cpus() < 2:
-        return {scope: _read(kernel, scope) for scope in scopes}
-    cut = round(len(scopes) * (1 - HELPER_SHARE))
-    mine, theirs = scopes[:cut], scopes[cut:]
-    for scope in theirs:
-        # opened here, before the fork, if kernel.open missed any; and no dump left half read
-        # on it, which both processes would then try to finish
-        kernel.rtnl(scope).settle()
-    result, decoded = _read_with_helper(kernel, mine, theirs)
-    if decoded is None:
-        for scope in theirs:
-            kernel.close_scope(scope)  # a dump may be half read on it: start clean
-        kernel.open(theirs)
-        decoded = [_read(kernel, scope) for scope in theirs]
-    result.update(zip(theirs, decoded))
-    return result
+    if reader is None:
+        share = helper_share([s for s in scopes if s is not None])
+        reader = Reader(share) if share else None
+    theirs = set(reader.scopes) if reader is not None else set()
+    mine = [s for s in scopes if s not in theirs]
+    delivered = None
+    try:
+        kernel.open(mine)
+        result = {scope: _read(kernel, scope) for scope in mine}
+        if reader is not None:
+            delivered = reader.collect(HELPER_TIMEOUT)
+    finally:
+        if reader is not None:
+            reader.close()
+    # Wanted of the helper but not delivered: it failed, or the namespace was made after it looked.
+    missing = [s for s in scopes if s in theirs and (delivered is None or s not in delivered)]
+    kernel.open(missing)
+    result.update({scope: _read(kernel, scope) for scope in missing})
+    if delivered:
+        result.update((scope, delivered[scope]) for scope in scopes if scope in theirs and scope in delivered)
+    return {scope: result[scope] for scope in scopes}

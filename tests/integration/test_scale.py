@@ -159,19 +159,55 @@ def _sequential_state(box, monkeypatch):
 
 def test_a_large_read_forks_one_helper_and_reads_the_same_state(sandbox_factory, monkeypatch, parallel):
     """From tables.PARALLEL_FROM namespaces on, one helper process reads half of them: one fork
-    per read, whatever the count, and the state read is the same as one process reads."""
+    per read, whatever the count, and the state read is the same as one process reads. A plan
+    starts it before computing the desired state (Kernel.prefetch), a plain read (as `show`
+    does) when it reads."""
+    from topoctl import applier
+
     tables, watch = parallel
     box = sandbox_factory(containers(30))
     box.apply()
     expected = _sequential_state(box, monkeypatch)
     watch.read_here = 0
+    helpers_when_desired: list[int] = []
+    real_desired = applier.desired_state
+    monkeypatch.setattr(applier, "desired_state",
+                        lambda *a: helpers_when_desired.append(len(watch.pids)) or real_desired(*a))
     the_plan, live, before, after = _plan(box)
+    assert helpers_when_desired == [1]  # already reading while the desired state was computed
     assert len(watch.pids) == 1
     assert the_plan.empty and live == expected
-    # the helper delivered its share: not read again here
-    assert 0 < watch.read_here == round(31 * (1 - tables.HELPER_SHARE)) < 31
+    # the helper delivered its share of the 30 containers: not read again here
+    assert watch.read_here == 31 - round(30 * tables.HELPER_SHARE)
     assert after == before  # the pipe and every socket closed
     assert watch.reaped()
+
+    topology = load_file(box.path)
+    context = Context(topology, realise(topology, None, True))
+    watch.read_here = 0
+    with Kernel() as kernel:
+        assert context.observe(kernel) == expected
+    assert len(watch.pids) == 2
+    assert watch.read_here == round(31 * (1 - tables.HELPER_SHARE))
+    assert open_fds() == before and watch.reaped()
+
+
+def test_a_reader_never_used_is_ended_with_the_kernel_object(sandbox_factory, monkeypatch, parallel):
+    """A plan that fails after starting its reader (here, computing the desired state) leaves
+    no process and no descriptor behind."""
+    from topoctl import applier
+
+    _, watch = parallel
+    box = sandbox_factory(containers(12))
+    box.apply()
+
+    def fails(*_):
+        raise RuntimeError("injected: the desired state cannot be computed")
+
+    monkeypatch.setattr(applier, "desired_state", fails)
+    _, _, before, after = _plan(box, expect_error=RuntimeError)
+    assert len(watch.pids) == 1 and watch.reaped()
+    assert after == before
 
 
 @pytest.mark.parametrize("failure", ["raises", "hangs", "is stopped"])
