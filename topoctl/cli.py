@@ -25,7 +25,8 @@ app = typer.Typer(
 
 class _Console:
     """rich's Console for stdout or stderr, made on first use: a command whose output is
-    JSON never imports rich (28 ms of a start-up of ~150)."""
+    JSON, or one plain line such as a no-op plan's, never imports rich (28 ms of a start-up
+    of ~150)."""
 
     def __init__(self, stderr: bool = False) -> None:
         self._stderr = stderr
@@ -43,6 +44,12 @@ class _Console:
         return self._console
 
     def print(self, *objects, **options) -> None:
+        if self._console is None and not options and len(objects) == 1 and isinstance(objects[0], str) \
+                and "[" not in objects[0] and "\t" not in objects[0]:
+            # no markup, no tab to expand: rich (soft_wrap, no highlighting, no emoji) would
+            # write exactly this line, on a terminal or not
+            print(objects[0], file=sys.stderr if self._stderr else sys.stdout)
+            return
         self.console.print(*objects, **options)
 
 
@@ -204,7 +211,7 @@ def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
         if output == Output.json:
             print(json.dumps(the_plan.as_json(), indent=2))
         else:
-            print_plan(out.console, the_plan)
+            print_plan(out, the_plan)
         # Terraform's convention: with -d, 0 means no changes, 2 means changes, 1 an error.
         return 2 if detailed_exitcode and not the_plan.empty else 0
 
@@ -234,7 +241,7 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
         _need_privileges(verb)
         with _sigterm_interrupts(), \
                 host_locks(context.lock_names(), context.topology.name, verb, lock_timeout), Kernel() as kernel, \
-                progress_bar(err.console if output == Output.text else None) as progress:
+                progress_bar((lambda: err.console) if output == Output.text else None) as progress:
             report = reconcile(kernel, context, destroy=destroy, progress=progress, expected=expected)
         if output == Output.json:
             print(json.dumps({**report.plan.as_json(), "seconds": round(report.seconds, 3),
@@ -245,7 +252,7 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
                     out.print(f"[dim]note: {_esc(note)}[/dim]")
                 out.print("No changes. The live state matches the file.")
             else:
-                print_plan(out.console, report.plan, summary=False)
+                print_plan(out, report.plan, summary=False)
                 c = report.plan.counts()
                 done = "Destroy" if destroy else "Apply"
                 out.print(f"[bold green]{done} complete![/bold green] {c['add']} added, {c['change']} changed, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .actions import CHANGE, CREATE, DELETE, Action, Plan
 from .state import State, scope_label
@@ -59,6 +59,7 @@ def plan_line(action: Action) -> str:
 
 
 def print_plan(console: Console, plan: Plan, summary: bool = True) -> None:
+    """The plan for people, on `console` (a rich Console, or anything with its print())."""
     if plan.empty:
         console.print("No changes. The live state matches the file.")
     if plan.actions:  # one print: rich's per-call cost is most of the time for long plans
@@ -70,28 +71,38 @@ def print_plan(console: Console, plan: Plan, summary: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(console: Console | None) -> Iterator:
-    """A callback for the applier that drives a bar on a terminal (None: no bar), for long
-    applies only."""
-    if console is None or not console.is_terminal:
+def progress_bar(console: Callable[[], Console] | None) -> Iterator:
+    """A callback for the applier that drives a bar on a terminal, for long applies only.
+    `console` gives the Console to draw on (None: no bar); it and rich's Progress are made at
+    the first step of an apply long enough to show one, so that a no-op apply imports neither."""
+    if console is None:
         yield None
         return
-    # imported here: 10 ms that a plan, a destroy or a piped apply never needs
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    bar = task = None
+    shown = True
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = None
-
-        def advance(number: int, total: int, action: Action) -> None:
-            nonlocal task
-            if total < PROGRESS_MIN_ACTIONS:
+    def advance(number: int, total: int, action: Action) -> None:
+        nonlocal bar, task, shown
+        if total < PROGRESS_MIN_ACTIONS or not shown:
+            return
+        if bar is None:
+            screen = console()
+            if not screen.is_terminal:
+                shown = False
                 return
-            if task is None:
-                task = bar.add_task("applying", total=total)
-            bar.update(task, completed=number - 1, description=f"{action.verb} {action.noun}")
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           console=screen, transient=True)
+            bar.start()
+            task = bar.add_task("applying", total=total)
+        bar.update(task, completed=number - 1, description=f"{action.verb} {action.noun}")
+
+    try:
         yield advance
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def _owned_view(state: State, topology: str) -> dict:

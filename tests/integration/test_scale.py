@@ -339,3 +339,24 @@ def test_a_cold_apply_of_more_namespaces_than_the_descriptor_limit_works(sandbox
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
     assert result.returncode == 0, result.stderr[-2000:]
     assert box.plan_exit() == 0
+
+
+def test_json_output_and_a_no_op_plan_never_import_rich(sandbox_factory):
+    """Start-up is a third of a small apply: rich (28 ms) is imported only for output that
+    needs it (-X importtime lists every module a run imports)."""
+    from .conftest import TOPOCTL
+
+    box = sandbox_factory(containers(3))
+
+    def imports_rich(*args: str) -> bool:
+        import re
+
+        result = subprocess.run([sys.executable, "-X", "importtime", *TOPOCTL[1:], *args, "--emulate", str(box.path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return re.search(r"^import time:.*\|\s*rich(\.|$)", result.stderr, re.MULTILINE) is not None
+
+    assert not imports_rich("apply", "-o", "json")  # a cold apply, for a machine
+    assert not imports_rich("plan")                   # "No changes.": one plain line
+    assert not imports_rich("apply")
+    assert imports_rich("destroy")  # its summary has colour: rich is used
