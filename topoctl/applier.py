@@ -323,8 +323,7 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                     if number < fault_at <= number + len(run):
                         run = run[:fault_at - number - 1]
                     if log is not None:
-                        for offset, step in enumerate(run):
-                            log.intend(number + offset + 1, step)
+                        log.intend(number + 1, *run)
                     try:
                         execute_run(kernel, run, context.topology.name)
                     except PartialRun as partial:
@@ -332,8 +331,7 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                         number += partial.count
                         raise partial.error from None
                     if log is not None:
-                        for offset in range(len(run)):
-                            log.done(number + offset + 1)
+                        log.done(number + 1, len(run))
                     done.extend(run)
                     number += len(run)
                     signals.check()

@@ -57,19 +57,23 @@ class Journal:
         self._write({"event": "begin", "pid": os.getpid(), "verb": verb, "steps": steps,
                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
-    def _write(self, record: dict) -> None:
-        self.out.write(json.dumps(record) + "\n")
+    def _write(self, *records: dict) -> None:
+        """The records' lines, in one write: a run of steps done together is logged at once."""
+        self.out.write("".join(json.dumps(record) + "\n" for record in records))
         self.out.flush()  # a line must reach the file before the step's first netlink request
         if self.tee is not None:
-            self.tee.write(json.dumps({"pid": os.getpid(), **record}) + "\n")
+            pid = os.getpid()
+            self.tee.write("".join(json.dumps({"pid": pid, **record}) + "\n" for record in records))
             self.tee.flush()
 
-    def intend(self, step: int, action: Action) -> None:
-        self._write({"event": "intend", "step": step, "what": f"{action.verb} {action.subject()}",
-                     "objects": _objects(action)})
+    def intend(self, first: int, *actions: Action) -> None:
+        """Steps first, first + 1, ... are about to be done (their objects, for recovery)."""
+        self._write(*({"event": "intend", "step": first + offset, "what": f"{action.verb} {action.subject()}",
+                       "objects": _objects(action)} for offset, action in enumerate(actions)))
 
-    def done(self, step: int) -> None:
-        self._write({"event": "done", "step": step})
+    def done(self, first: int, count: int = 1) -> None:
+        """Steps first .. first + count - 1 are done."""
+        self._write(*({"event": "done", "step": step} for step in range(first, first + count)))
 
     def close(self) -> None:
         if self.tee is not None:
