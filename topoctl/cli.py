@@ -1,6 +1,8 @@
-"""The command line: thin, and the one place where errors become messages and exit codes."""
+"""The command line: thin, and the one place where errors become messages and exit codes.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: typer reads the commands' parameter types, and
+with string annotations it evaluates each one (3-4 ms of every command's start).
+"""
 
 import contextlib
 import gc
