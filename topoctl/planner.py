@@ -160,9 +160,10 @@ class _Planner:
             peer_want = self.desired.links.get(want.peer)
             done.update({key, want.peer})
             self._veth(want, peer_want)
-        for key, have in sorted(self.live.links.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
-            if (self.owns_link(have) and key not in self.desired.links and have.scope not in self.gone_scopes
-                    and key not in self.gone_links):
+        unwanted = [(key, have) for key, have in self.live.links.items()
+                    if key not in self.desired.links and have.scope not in self.gone_scopes and self.owns_link(have)]
+        for key, have in sorted(unwanted, key=lambda kv: (kv[0][0] or "", kv[0][1])):
+            if key not in self.gone_links:  # grows in this loop: a deleted veth's peer goes with it
                 if have.kind == "veth" and have.peer is not None and have.peer[0] in self.gone_scopes:
                     self.gone_links.add(key)  # goes with its peer's namespace
                     continue
@@ -236,15 +237,16 @@ class _Planner:
         return link is not None and self.owns_link(link)
 
     def addresses(self) -> None:
-        for address in sorted(self.desired.addresses, key=_address_key):
-            if self._is_new(address.scope, address.link) or address not in self.live.addresses:
-                self.actions.append(AddAddress(address))
-        # only the candidates are sorted: most live addresses are wanted or the kernel's own
-        unwanted = [a for a in self.live.addresses if a not in self.desired.addresses and not a.kernel_made]
+        # Only what changes is sorted (into the order of its actions): at N=1000 a no-op plan
+        # sorted 3000 addresses, most of them wanted, the kernel's own, or on lo, for nothing.
+        missing = [a for a in self.desired.addresses if self._is_new(a.scope, a.link) or a not in self.live.addresses]
+        for address in sorted(missing, key=_address_key):
+            self.actions.append(AddAddress(address))
+        unwanted = [a for a in self.live.addresses
+                    if not a.kernel_made and a not in self.desired.addresses and self._managed_live_address(a)
+                    and a.scope not in self.gone_scopes and (a.scope, a.link) not in self.gone_links]
         for address in sorted(unwanted, key=_address_key):
-            if (self._managed_live_address(address) and address.scope not in self.gone_scopes
-                    and (address.scope, address.link) not in self.gone_links):
-                self.actions.append(DeleteAddress(address))
+            self.actions.append(DeleteAddress(address))
 
     def _shaken(self, route: RouteEntry, deleted: dict) -> bool:
         """Whether this plan deletes the last address whose subnet holds the route's gateway:
@@ -274,10 +276,11 @@ class _Planner:
                                       f"by topology {self.topology!r}")
             elif not want.satisfied_by(have):
                 self.actions.append(ReplaceRoute(have, want))
-        for key, have in sorted(self.live.routes.items(), key=lambda kv: _route_key(kv[1])):
-            if (have.owner == self.topology and key not in self.desired.routes and have.scope not in self.gone_scopes
-                    and (have.scope, have.dev) not in self.gone_links):
-                self.actions.append(DeleteRoute(have))
+        unwanted = [have for key, have in self.live.routes.items()
+                    if have.owner == self.topology and key not in self.desired.routes
+                    and have.scope not in self.gone_scopes and (have.scope, have.dev) not in self.gone_links]
+        for have in sorted(unwanted, key=_route_key):
+            self.actions.append(DeleteRoute(have))
 
     def _owns_dev(self, scope: Scope, dev: str) -> bool:
         link = self.live.links.get((scope, dev))
