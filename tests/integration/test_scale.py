@@ -75,6 +75,21 @@ def test_benchmark_smoke_run_builds_checks_and_cleans_up():
     assert not [n for n in leftovers if "-10-c" in n or n.startswith("bench10-")]
 
 
+@pytest.mark.parametrize("what", ["apply", "plan"])
+def test_the_profile_tool_times_every_step_and_cleans_up(what):
+    """`python -m bench.profile` (docs/performance.md): every step it times still exists (a
+    renamed function would end its child process), and it leaves nothing behind."""
+    before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    result = subprocess.run([sys.executable, "-m", "bench.profile", "--what", what, "--n", "10", "--repeat", "1",
+                             "--settle", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "the command, after its imports" in result.stdout and "By cumulative time" in result.stdout
+    assert "observe (read + build the live state)" in result.stdout
+    after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    assert after <= before
+
+
 class HelperWatch:
     """Counts forks (keeping the helpers' pids) and the namespaces read by this process."""
 
