@@ -19,7 +19,7 @@ from typing import Callable
 
 from . import journal
 from . import netns as ns
-from .actions import Action, DeleteNamespace, Plan
+from .actions import Action, CreateVeth, DeleteNamespace, Plan, SetSysctl
 from .desired import Realisation, container_names, desired_state, emulates_underlay
 from .errors import ApplyFailed, KernelError, StalePlan, Terminated, TopoctlError, UsageError, VerificationFailed
 from .kernel import BATCHED, Kernel, PartialRun, adopt, execute, execute_run
@@ -295,6 +295,16 @@ def _injected_fault() -> int:
     return int(value) if value.isdigit() else 0
 
 
+def _open_sockets(kernel: Kernel, actions: tuple[Action, ...]) -> None:
+    """Sockets in every existing namespace the steps act in, opened by one thread: a read
+    that went through the helper process (tables.py) opened only its own share, and a socket
+    opened on first use costs a thread of its own (~0.2 ms each)."""
+    scopes = {action.scope for action in actions if not isinstance(action, SetSysctl)}  # sysctls: no socket
+    scopes.update(action.b.scope for action in actions if isinstance(action, CreateVeth))
+    existing = set(ns.list_netns())  # the others are made by the plan, their sockets with them
+    kernel.open(sorted(s for s in scopes if s in existing))
+
+
 def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                  progress: Progress | None = None, log: journal.Journal | None = None,
                  destroy: bool = False) -> None:
@@ -304,6 +314,7 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
     done: list[Action] = []
     actions = the_plan.actions
     total = len(actions)
+    _open_sockets(kernel, actions)
     fault_at = _injected_fault()
     number = 0  # steps done so far
     signals = _DeferredSignals()

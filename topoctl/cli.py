@@ -47,9 +47,9 @@ class _Console:
 
     def print(self, *objects, **options) -> None:
         if self._console is None and not options and len(objects) == 1 and isinstance(objects[0], str) \
-                and "[" not in objects[0] and "\t" not in objects[0]:
-            # no markup, no tab to expand: rich (soft_wrap, no highlighting, no emoji) would
-            # write exactly this line, on a terminal or not
+                and "[" not in objects[0] and objects[0].isprintable():
+            # no markup, no tab to expand, no control character to strip: rich (soft_wrap, no
+            # highlighting, no emoji) would write exactly this line, on a terminal or not
             print(objects[0], file=sys.stderr if self._stderr else sys.stdout)
             return
         self.console.print(*objects, **options)

@@ -92,6 +92,7 @@ class Reader:
         self._read_fd = -1
         self._delivered = False
         read_fd, write_fd = os.pipe()
+        pid: int | None = None
         try:
             # Stop signals are blocked from before the fork until each process has set itself
             # up: a Ctrl-C never runs topoctl's own code in the helper.

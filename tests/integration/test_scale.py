@@ -375,3 +375,28 @@ def test_json_output_and_a_no_op_plan_never_import_rich(sandbox_factory):
     assert not imports_rich("plan")                   # "No changes.": one plain line
     assert not imports_rich("apply")
     assert imports_rich("destroy")  # its summary has colour: rich is used
+
+
+def test_an_apply_after_a_read_through_the_helper_opens_its_sockets_in_one_pass(sandbox_factory, monkeypatch, parallel):
+    """The helper read half the containers on sockets of its own; the steps that then act in
+    those namespaces do not open a socket each (a thread per namespace), but all in one pass."""
+    from topoctl import netns as ns
+    from topoctl.applier import reconcile
+
+    from .conftest import ip
+
+    _, watch = parallel
+    box = sandbox_factory(containers(12))
+    box.apply()
+    for i in range(0, 12, 2):
+        ip("-n", box.host(), "link", "del", f"v{i}")  # six veths gone: re-made, both ends finished
+    topology = load_file(box.path)
+    context = Context(topology, realise(topology, None, True))
+    one_by_one: list[str] = []
+    real_run_in_netns = ns.run_in_netns
+    monkeypatch.setattr(ns, "run_in_netns", lambda name, fn: one_by_one.append(name) or real_run_in_netns(name, fn))
+    with Kernel() as kernel:
+        report = reconcile(kernel, context)
+    assert len(report.plan.actions) >= 6 and watch.pids  # the read went through the helper
+    assert one_by_one == []
+    assert box.plan_exit() == 0

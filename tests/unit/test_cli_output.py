@@ -27,8 +27,15 @@ def test_markup_and_stderr_go_through_rich(capsys):
     assert captured.err == "x [y]\n" and captured.out == ""
 
 
-def test_a_line_with_options_or_a_tab_goes_through_rich(capsys):
+def test_a_line_with_a_tab_goes_through_rich(capsys):
     lazy = _Console()
     lazy.print("a\tb")
     assert lazy._console is not None
     assert capsys.readouterr().out == "a       b\n"  # rich expands tabs
+
+
+def test_a_line_with_a_control_character_goes_through_rich(capsys):
+    lazy = _Console()
+    lazy.print("bell\a here")
+    assert lazy._console is not None
+    assert capsys.readouterr().out == "bell here\n"  # rich strips it
