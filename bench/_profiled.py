@@ -22,7 +22,7 @@ STEPS = [
     ("topoctl.loader", "load_file", "load the cached topology"),
     ("topoctl.kernel.Kernel", "prefetch", "fork the reader"),
     ("topoctl.applier", "desired_state", "desired state"),
-    ("topoctl.netns", "netns_records", "namespace records"),
+    ("topoctl.records", "netns_records", "namespace records"),
     ("topoctl.kernel.Kernel", "open", "open sockets"),
     ("topoctl.tables", "_read", "dumps read here"),
     ("topoctl.tables.Reader", "collect", "wait for the reader's share"),

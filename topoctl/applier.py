@@ -19,6 +19,7 @@ from typing import Callable
 
 from . import journal
 from . import netns as ns
+from . import records
 from .actions import Action, CreateVeth, DeleteNamespace, Plan, SetSysctl
 from .desired import Realisation, container_names, desired_state, emulates_underlay
 from .errors import ApplyFailed, KernelError, StalePlan, Terminated, TopoctlError, UsageError, VerificationFailed
@@ -410,9 +411,9 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
     else:
         check = the_plan
     if destroy:
-        for name in ns.recorded_netns(context.topology.name):
+        for name in records.recorded_netns(context.topology.name):
             if name not in ns.list_netns():
-                ns.forget_netns(name)  # a record of a namespace already gone by other means
+                records.forget_netns(name)  # a record of a namespace already gone by other means
     if not check.empty:
         raise VerificationFailed(_differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")

@@ -15,6 +15,7 @@ from dataclasses import replace as dataclass_replace
 from typing import Callable, Iterable, Iterator
 
 from . import netns as ns
+from . import records
 from . import tables
 from .actions import (
     Action,
@@ -269,10 +270,10 @@ def adopt(kernel: Kernel, topology: str, objects: Iterable[dict]) -> list[str]:
             name = obj["netns"]
             if name in existing and not ns.is_netns(name):
                 ns.remove_placeholder(name)  # killed between creating the file and mounting the namespace
-                ns.forget_netns(name)
+                records.forget_netns(name)
                 adopted.append(f"the half-made {ns.netns_path(name)} (removed)")
-            elif name in existing and ns.read_netns_record(name) is None:
-                ns.record_netns(name, ns.NetnsRecord(topology, obj.get("host", ""), obj.get("role", "container"),
+            elif name in existing and records.read_netns_record(name) is None:
+                records.record_netns(name, records.NetnsRecord(topology, obj.get("host", ""), obj.get("role", "container"),
                                                      ns.netns_inode(name)))
                 adopted.append(f"namespace {name}")
         elif "link" in obj:
@@ -285,7 +286,7 @@ def adopt(kernel: Kernel, topology: str, objects: Iterable[dict]) -> list[str]:
                 adopted.append(f"link {obj['link']} in {scope_label(scope)}")
         elif "route" in obj:
             table, dst, metric = obj["route"]
-            ns.record_root_route(topology, f"{table} {dst} {metric}", present=True)
+            records.record_root_route(topology, f"{table} {dst} {metric}", present=True)
             adopted.append(f"route {dst} in (root)")
     return adopted
 
@@ -351,7 +352,7 @@ def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: 
         handle = Rtnl.open()  # here, so in the new namespace
         try:
             action = wanted[name]
-            ns.record_netns(name, ns.NetnsRecord(topology, action.netns.host or "", action.netns.role,
+            records.record_netns(name, records.NetnsRecord(topology, action.netns.host or "", action.netns.role,
                                                  ns.netns_inode(name)))
             handle.link_set(1, up=True)  # lo is always index 1 in a new namespace
         except OSError as err:  # a refused request, a record that cannot be written
@@ -491,12 +492,12 @@ def _record_sysctl_keys(written: list[SetSysctl]) -> None:
         if action.scope is not None and action.new is not None:
             keys_by_scope.setdefault(action.scope, []).append(action.key)
     for scope, keys in keys_by_scope.items():
-        record = ns.read_netns_record(scope)
+        record = records.read_netns_record(scope)
         if record is None:
             continue
         missing = tuple(dict.fromkeys(k for k in keys if k not in record.sysctls))
         if missing:
-            ns.record_netns(scope, dataclass_replace(record, sysctls=record.sysctls + missing))
+            records.record_netns(scope, dataclass_replace(record, sysctls=record.sysctls + missing))
 
 
 class PartialRun(Exception):
@@ -570,7 +571,7 @@ def _route_request(kernel: Kernel, route: RouteEntry, verb: str) -> None:
                                    route.proto, route.metric, gateway, oif,
                                    RTNH_F_ONLINK if route.onlink and verb != "del" else 0)
     if route.scope is None:
-        ns.record_root_route(route.owner or "", route_record_key(route), present=verb != "del")
+        records.record_root_route(route.owner or "", route_record_key(route), present=verb != "del")
 
 
 _EXECUTORS: dict[type, Callable[[Kernel, Action, str], None]] = {

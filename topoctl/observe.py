@@ -12,6 +12,7 @@ import socket
 from typing import Iterable
 
 from . import netns as ns
+from . import records
 from .kernel import Kernel
 from .model import IPAddress, IPInterface, IPNetwork
 from .rtnl import AF_BRIDGE, LinkMsg
@@ -101,13 +102,13 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     """
     state = State()
     existing = set(ns.list_netns())
-    records = ns.netns_records()
-    recorded = [name for name, r in records.items() if r.topology == topology]
+    by_name = records.netns_records()
+    recorded = [name for name, r in by_name.items() if r.topology == topology]
     if hosts is not None:  # acting on some hosts: other hosts' namespaces are not in view
-        recorded = [n for n in recorded if records[n].host in hosts or not records[n].host]
+        recorded = [n for n in recorded if by_name[n].host in hosts or not by_name[n].host]
     wanted = set(scopes) | set(recorded)
     for name in sorted(n for n in wanted if n is not None and n in existing):
-        record = records.get(name)
+        record = by_name.get(name)
         mine = record is not None and (record.inode == 0 or record.inode == ns.netns_inode(name))
         state.namespaces[name] = Netns(name=name, owner=record.topology if mine else None,
                                        host=record.host if mine else None, role=record.role if mine else "container")
@@ -116,7 +117,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
         live_scopes = [s for s in live_scopes if s is None or not (
             state.namespaces[s].owner == topology and state.namespaces[s].role == "container")]
     tables = read_tables(kernel, live_scopes, kernel.take_prefetch())
-    root_routes = ns.recorded_root_routes(topology) if None in live_scopes else set()
+    root_routes = records.recorded_root_routes(topology) if None in live_scopes else set()
 
     made = _Addresses()
     pending: list[tuple[Scope, LinkMsg]] = []  # made into Links once every namespace's names are known
@@ -154,7 +155,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
             )
             # In our namespaces, routes are ours unless they leave through someone else's interface.
             owned = (owned_scope and (msg.oif is None or msg.oif in ours)) or (
-                scope is None and ns.route_record_name(route_record_key(RouteEntry(**fields))) in root_routes)
+                scope is None and records.route_record_name(route_record_key(RouteEntry(**fields))) in root_routes)
             state.add_route(RouteEntry(**fields, owner=topology if owned else None))
 
     # veths by (own index, peer's index): every container's eth0 may be index 2, so an index
@@ -175,7 +176,7 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     wanted_sysctls = {(s, k) for s, k in sysctls if s in state.scopes}
     for name, netns in state.namespaces.items():  # and what topoctl wrote in its namespaces before
         if netns.owner == topology and name in state.scopes:
-            wanted_sysctls.update((name, key) for key in records[name].sysctls)
+            wanted_sysctls.update((name, key) for key in by_name[name].sysctls)
     state.sysctls.update(kernel.read_sysctls(sorted(wanted_sysctls, key=lambda sk: (sk[0] or "", sk[1]))))
     return state
 

@@ -14,7 +14,8 @@ import jinja2
 from . import __version__
 from .actions import Plan
 from .applier import Context
-from .netns import NETNS_RUN_DIR, STATE_DIR, route_record_name, routes_record_dir
+from .netns import NETNS_RUN_DIR
+from .records import STATE_DIR, route_record_name, routes_record_dir
 from .planner import plan
 from .state import ROUTE_PROTO, State, owner_alias, route_record_key
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from topoctl import netns as ns
+from topoctl import records
 from topoctl.locking import LOCK_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,10 +100,10 @@ class Sandbox:
 
     def leftovers(self) -> list[str]:
         found = [name for name in netns_names() if self.uid in name]
-        records = Path(ns.STATE_DIR, "netns")
-        if records.is_dir():
-            found += [str(p) for p in records.iterdir() if self.uid in p.name]
-        routes = Path(ns.routes_record_dir(self.topology))
+        folder = Path(records.STATE_DIR, "netns")
+        if folder.is_dir():
+            found += [str(p) for p in folder.iterdir() if self.uid in p.name]
+        routes = Path(records.routes_record_dir(self.topology))
         if routes.exists():
             found.append(str(routes))
         return found
@@ -111,7 +112,7 @@ class Sandbox:
         for name in netns_names():
             if self.uid in name:
                 ip("netns", "del", name, check=False)
-        for path in Path(ns.STATE_DIR, "netns").glob(f"*{self.uid}*"):
+        for path in Path(records.STATE_DIR, "netns").glob(f"*{self.uid}*"):
             path.unlink()
         for path in Path(LOCK_DIR).glob(f"*{self.uid}*.lock"):
             path.unlink()  # nobody holds it now; topoctl keeps a host's lock file for its next run

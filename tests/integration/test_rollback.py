@@ -227,6 +227,7 @@ def test_a_failure_inside_a_run_of_new_namespaces_is_rolled_back(sandbox_factory
     """Namespaces are made by two threads at once; one failing part way (here its record
     cannot be written) fails that step, and the rollback leaves nothing of the run."""
     from topoctl import netns as ns
+    from topoctl import records
     from topoctl.applier import Context, realise, reconcile
     from topoctl.errors import ApplyFailed
     from topoctl.kernel import Kernel
@@ -240,14 +241,14 @@ def test_a_failure_inside_a_run_of_new_namespaces_is_rolled_back(sandbox_factory
     context = Context(topology, realise(topology, None, True))
     names = [a["name"] for a in box.plan()["actions"] if a["type"] == "namespace"]
     victim = names[8]
-    real_record = ns.record_netns
+    real_record = records.record_netns
 
     def record(name, netns_record):
         if name == victim:
             raise OSError(28, "No space left on device")
         real_record(name, netns_record)
 
-    monkeypatch.setattr(ns, "record_netns", record)
+    monkeypatch.setattr(records, "record_netns", record)
     with Kernel() as kernel, pytest.raises(ApplyFailed) as caught:
         reconcile(kernel, context)
     message = str(caught.value)

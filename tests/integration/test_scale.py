@@ -299,11 +299,13 @@ def two_creators(monkeypatch):
 
 
 def test_new_namespaces_made_by_two_threads_are_all_there_and_recorded(sandbox_factory, two_creators):
+    from topoctl import records
+
     box = sandbox_factory(containers(20))
     assert box.apply()["summary"]["add"] > 20
     assert box.plan_exit() == 0
     for i in range(20):
-        record = two_creators.read_netns_record(box.ns(f"c{i}"))
+        record = records.read_netns_record(box.ns(f"c{i}"))
         assert record is not None and record.topology == box.topology
         assert record.inode == two_creators.netns_inode(box.ns(f"c{i}"))
 
