@@ -126,7 +126,7 @@ class Kernel:
     def open(self, scopes: Iterable[Scope]) -> None:
         """Sockets for all these namespaces (those that exist), made by one thread."""
         missing = [s for s in scopes if s is not None and s not in self._rtnl]
-        _allow_descriptors(len(self._rtnl) + len(missing) + 256)
+        self.make_room(len(missing))
         opened = ns.run_in_each(missing, lambda _: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
         for scope, sock in opened.items():
             self._rtnl[scope] = Rtnl(sock)
@@ -136,9 +136,9 @@ class Kernel:
         self.close_scope(scope)
         self._rtnl[scope] = handle
 
-    def scopes(self) -> list[Scope]:
-        """The namespaces a socket is open in."""
-        return list(self._rtnl)
+    def make_room(self, sockets: int) -> None:
+        """Raise the descriptor limit, if needed, for this many more sockets."""
+        _allow_descriptors(len(self._rtnl) + sockets + 256)
 
     def rtnl(self, scope: Scope) -> Rtnl:
         handle = self._rtnl.get(scope)
@@ -346,7 +346,7 @@ def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: 
     (ns.create_netns_many: two threads where there are two CPUs). Returns how many were made;
     raises ns.PartialCreate (with `made`, the first actions' namespaces) when one fails."""
     wanted = {a.netns.name: a for a in actions}
-    _allow_descriptors(len(kernel.scopes()) + len(actions) + 256)
+    kernel.make_room(len(actions))
 
     def finish_inside(name: str) -> Rtnl:
         handle = Rtnl.open()  # here, so in the new namespace

@@ -282,7 +282,7 @@ class _Receiver:
     def __init__(self) -> None:
         self._buffer = bytearray(1 << 20)
         self._view = memoryview(self._buffer)
-        self._lock = threading.Lock()  # sockets live in several threads only while being opened
+        self._lock = threading.Lock()  # new namespaces' sockets are used by two threads at once (lo up)
 
     def __call__(self, sock: socket.socket) -> bytes:
         with self._lock:
