@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
@@ -20,9 +19,11 @@ from typing import Callable
 from . import journal
 from . import netns as ns
 from . import records
-from .actions import Action, CreateVeth, DeleteNamespace, Plan, SetSysctl
+from .actions import Action, CreateNamespace, CreateVeth, DeleteNamespace, Plan, SetSysctl
 from .desired import Realisation, container_names, desired_state, emulates_underlay
-from .errors import ApplyFailed, KernelError, StalePlan, Terminated, TopoctlError, UsageError, VerificationFailed
+from .errors import (ApplyFailed, Interrupted, KernelError, StalePlan, Terminated, TopoctlError, UsageError,
+                     VerificationFailed)
+from .interrupts import Interrupts, signal_reason
 from .kernel import BATCHED, Kernel, PartialRun, adopt, execute, execute_run
 from .model import Topology
 from .observe import observe
@@ -33,6 +34,8 @@ from .state import State
 
 SETTLE_TIMEOUT = 10.0
 FAULT_ENV = "TOPOCTL_FAULT_AT"
+PAUSE_ENV = "TOPOCTL_PAUSE_AT"
+PAUSE_LIMIT = 10.0
 
 Progress = Callable[[int, int, Action], None]
 
@@ -152,51 +155,23 @@ class ApplyReport:
     plan: Plan
     seconds: float
     writes: int  # kernel changes made
+    signal: int | None = None  # a signal that arrived when it was too late to stop the run
 
 
-class _DeferredSignals:
-    """Ctrl-C (SIGINT) and SIGTERM during a step take effect when the step is done: a step is
-    never left half made (a link created but not yet marked as ours, a batch of namespaces
-    without their records), so a rollback finds only whole steps. A second signal takes effect
-    at once. A signal the process ignores stays ignored. Only the main thread can handle
-    signals; elsewhere this does nothing."""
+class _Stop(Exception):
+    """A signal received before a step: the apply stops there."""
 
-    def __init__(self) -> None:
-        self.pending: int | None = None
-        self.previous: dict[int, object] = {}
-
-    def __enter__(self) -> "_DeferredSignals":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(signum) in (signal.SIG_IGN, None):  # ignored, or set outside Python
-                    continue
-                self.previous[signum] = signal.signal(signum, self._record)
-        return self
-
-    @staticmethod
-    def _raise(signum: int) -> None:
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def _record(self, signum: int, frame) -> None:
-        if self.pending is not None:
-            self._raise(signum)  # asked twice: stop now, even inside a step
-        self.pending = signum
-
-    def check(self) -> None:
-        """Between steps: act on a signal that came during the last one."""
-        if self.pending is not None:
-            self._raise(self.pending)
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _reason(err: BaseException) -> str:
-    if isinstance(err, TopoctlError):
-        return err.message
-    return "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted (Ctrl-C)"
+def _signum_of(err: BaseException) -> int | None:
+    if isinstance(err, _Stop):
+        return err.signum
+    if isinstance(err, KeyboardInterrupt):  # raised by a handler that is not ours
+        return signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
+    return None
 
 
 def _differs(check: Plan, command: str) -> str:
@@ -205,8 +180,9 @@ def _differs(check: Plan, command: str) -> str:
 
 
 def _rolled_back(kernel: Kernel, context: Context, before: State, failed: str, done: int,
-                 verification: bool = False) -> TopoctlError:
-    """Restore `before` and describe the failure and the rollback in one error."""
+                 verification: bool = False, signum: int | None = None) -> TopoctlError:
+    """Restore `before` and describe the failure and the rollback in one error (Interrupted
+    when a signal stopped the run)."""
     steps, errors = _restore(kernel, context, before)
     if errors:
         hint = f"rolled back with {steps} steps, but not all of it; not undone: " + "; ".join(errors)
@@ -214,6 +190,8 @@ def _rolled_back(kernel: Kernel, context: Context, before: State, failed: str, d
         hint = f"rolled back: {steps} steps restored the state before the apply ({done} changes had been made)"
     else:
         hint = "rolled back: nothing had been changed"
+    if signum is not None:
+        return Interrupted(failed, hint, signum, rolled_back=steps, rollback_errors=errors)
     if verification:
         return VerificationFailed(failed, hint + "; something else changed these objects meanwhile")
     return ApplyFailed(failed, hint, rolled_back=steps, rollback_errors=errors)
@@ -224,36 +202,31 @@ def _restore(kernel: Kernel, context: Context, before: State) -> tuple[int, tupl
     restore.py), and running that plan, its steps whole as in execute_plan. Each step that
     fails is noted and the rest still run; then the state is read again, and whatever still
     differs, or was not topoctl's and went with a deleted namespace, is reported as not undone.
-    A signal stops the rollback between two steps. Returns (steps run, what was not undone)."""
+    Signals do not stop it (they are deferred for the whole run): a rollback left half way
+    would be neither outcome. Returns (steps run, what was not undone)."""
     topology = context.topology.name
     target = restore_target(before, topology)
     errors: list[str] = []
     steps = 0
-    signals = _DeferredSignals()
     try:
-        with signals:
-            try:
-                now = context.observe(kernel)
-                back = plan(target, now, topology)
-            except TopoctlError as err:
-                return 0, (f"no way back was found: {err.message}",)
-            for action in back.actions:
-                signals.check()
-                try:
-                    execute(kernel, action, topology)
-                    steps += 1
-                except TopoctlError as err:
-                    errors.append(f"{action.verb} {action.subject()} ({err.message})")
-            deleted = [a.netns.name for a in back.actions if isinstance(a, DeleteNamespace)]
-            if deleted:
-                _settle(kernel, context, deleted, now)
-            signals.check()
-            after = context.observe(kernel)
-            left = plan(target, after, topology)
-    except KeyboardInterrupt:
-        return steps, tuple(errors) + ("the rollback was interrupted; run plan to see the state",)
+        now = context.observe(kernel)
+        back = plan(target, now, topology)
     except TopoctlError as err:
-        return steps, tuple(errors) + (err.message,)
+        return 0, (f"no way back was found: {err.message}",)
+    for action in back.actions:
+        try:
+            execute(kernel, action, topology)
+            steps += 1
+        except TopoctlError as err:
+            errors.append(f"{action.verb} {action.subject()} ({err.message})")
+    try:
+        deleted = [a.netns.name for a in back.actions if isinstance(a, DeleteNamespace)]
+        if deleted:
+            _settle(kernel, context, deleted, now)
+        after = context.observe(kernel)
+        left = plan(target, after, topology)
+    except TopoctlError as err:
+        return steps, tuple(errors) + (f"the state after the rollback could not be read: {err.message}",)
     if not left.empty:
         errors.extend(f"{a.verb} {a.subject()}" for a in left.actions[:5])
         if len(left.actions) > 5:
@@ -296,6 +269,17 @@ def _injected_fault() -> int:
     return int(value) if value.isdigit() else 0
 
 
+def _pause(signals: Interrupts, log: journal.Journal | None, step: int) -> None:
+    """Test hook (TOPOCTL_PAUSE_AT=k): before step k, note it in the journal and wait for a
+    signal (at most PAUSE_LIMIT seconds), so that a test's signal lands between two steps;
+    TOPOCTL_PAUSE_AT=verify: the same before the verification (noted as step total + 1)."""
+    if log is not None:
+        log.paused(step)
+    deadline = time.monotonic() + PAUSE_LIMIT
+    while not signals.received and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _open_sockets(kernel: Kernel, actions: tuple[Action, ...]) -> None:
     """Sockets in every existing namespace the steps act in, opened by one thread: a read
     that went through the helper process (tables.py) opened only its own share, and a socket
@@ -308,76 +292,106 @@ def _open_sockets(kernel: Kernel, actions: tuple[Action, ...]) -> None:
 
 def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                  progress: Progress | None = None, log: journal.Journal | None = None,
-                 destroy: bool = False) -> None:
-    """Run the plan's steps in order. If one fails (or Ctrl-C), an apply is rolled back to
-    `live`, the state it started from; a destroy stops where it is (what it removed stays
-    removed, and running it again finishes it)."""
+                 destroy: bool = False, signals: Interrupts | None = None) -> None:
+    """Run the plan's steps in order. If one fails, or a signal has arrived before the next
+    one begins, an apply is rolled back to `live`, the state it started from. A destroy goes
+    on through signals (a destroy that has begun is finished, never left half done); a step
+    that fails stops it where it is (what it removed stays removed, and running it again
+    finishes it)."""
+    signals = signals if signals is not None else Interrupts()
     done: list[Action] = []
     actions = the_plan.actions
     total = len(actions)
     _open_sockets(kernel, actions)
     fault_at = _injected_fault()
+    pause = os.environ.get(PAUSE_ENV, "")
+    pause_at = int(pause) if pause.isdigit() else 0
     number = 0  # steps done so far
-    signals = _DeferredSignals()
     try:
-        with signals:
-            while number < total:
-                action = actions[number]
-                if progress is not None:
-                    progress(number + 1, total, action)
-                if number + 1 == fault_at:
-                    raise KernelError(f"{action.verb} {action.subject()}: injected fault ({FAULT_ENV}={fault_at})")
-                if isinstance(action, BATCHED):
-                    # New namespaces, and sysctls, come in runs (one phase each): done together
-                    # by one thread that enters each namespace in turn.
-                    kind = type(action)
-                    run = list(itertools.takewhile(lambda a: type(a) is kind, actions[number:]))
-                    if number < fault_at <= number + len(run):
-                        run = run[:fault_at - number - 1]
-                    if log is not None:
-                        log.intend(number + 1, *run)
-                    try:
-                        execute_run(kernel, run, context.topology.name)
-                    except PartialRun as partial:
-                        done.extend(run[:partial.count])
-                        number += partial.count
-                        raise partial.error from None
-                    if log is not None:
-                        log.done(number + 1, len(run))
-                    done.extend(run)
-                    number += len(run)
-                    signals.check()
-                    continue
+        while number < total:
+            if pause_at and number + 1 >= pause_at:
+                pause_at = 0
+                _pause(signals, log, number + 1)
+            if signals.received and not destroy:
+                raise _Stop(signals.first)
+            action = actions[number]
+            if progress is not None:
+                progress(number + 1, total, action)
+            if number + 1 == fault_at:
+                raise KernelError(f"{action.verb} {action.subject()}: injected fault ({FAULT_ENV}={fault_at})")
+            if isinstance(action, BATCHED):
+                # New namespaces, and sysctls, come in runs (one phase each): done together
+                # by one thread that enters each namespace in turn.
+                kind = type(action)
+                signals.phase = "namespaces" if kind is CreateNamespace else "steps"
+                run = list(itertools.takewhile(lambda a: type(a) is kind, actions[number:]))
+                if number < fault_at <= number + len(run):
+                    run = run[:fault_at - number - 1]
                 if log is not None:
-                    log.intend(number + 1, action)
-                execute(kernel, action, context.topology.name)
+                    log.intend(number + 1, *run)
+                try:
+                    execute_run(kernel, run, context.topology.name)
+                except PartialRun as partial:
+                    done.extend(run[:partial.count])
+                    number += partial.count
+                    raise partial.error from None
                 if log is not None:
-                    log.done(number + 1)
-                done.append(action)
-                number += 1
-                signals.check()
-            deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
-            if deleted:
-                _settle(kernel, context, deleted, live)
-            signals.check()  # a signal during the last step or the settling
-    except (TopoctlError, KeyboardInterrupt) as err:
-        failed = (f"stopped after step {number} of {total}: {_reason(err)}" if isinstance(err, KeyboardInterrupt)
-                  else f"step {number + 1} of {total} failed: {_reason(err)}")
+                    log.done(number + 1, len(run))
+                done.extend(run)
+                number += len(run)
+                continue
+            signals.phase = "steps"
+            if log is not None:
+                log.intend(number + 1, action)
+            execute(kernel, action, context.topology.name)
+            if log is not None:
+                log.done(number + 1)
+            done.append(action)
+            number += 1
+        # A signal during the last step comes too late to stop it: every step is done, and
+        # the run goes on to verify, as if the signal had come just after.
+        deleted = [a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)]
+        if deleted:
+            _settle(kernel, context, deleted, live)
+    except (TopoctlError, _Stop, KeyboardInterrupt) as err:
+        signum = _signum_of(err)
+        failed = (f"stopped after step {number} of {total}: {signal_reason(signum)}" if signum is not None
+                  else f"step {number + 1} of {total} failed: {err.message}")
         if destroy:
             raise ApplyFailed(failed, f"{len(done)} earlier steps were done and stay done; "
                               "run destroy again to finish") from None
-        raise _rolled_back(kernel, context, live, failed, len(done)) from None
+        signals.phase = "rollback"
+        raise _rolled_back(kernel, context, live, failed, len(done), signum=signum) from None
 
 
 def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
-              progress: Progress | None = None, expected: SavedPlan | None = None) -> ApplyReport:
+              progress: Progress | None = None, expected: SavedPlan | None = None,
+              signals: Interrupts | None = None) -> ApplyReport:
     """Plan, execute, then plan again: the second plan must be empty. With `expected` (a saved
-    plan), the live state must still be the one that plan was made from."""
+    plan), the live state must still be the one that plan was made from.
+
+    SIGINT and SIGTERM are deferred for the whole run (see interrupts.py): the CLI passes the
+    Interrupts it installed (and keeps them until the process ends, so that the report is
+    printed too); without one, reconcile installs its own for its duration."""
+    own = signals is None
+    signals = Interrupts().install() if own else signals
+    signals.defer()
+    try:
+        return _reconcile(kernel, context, destroy, progress, expected, signals)
+    finally:
+        if own:
+            signals.restore()
+
+
+def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progress | None,
+               expected: SavedPlan | None, signals: Interrupts) -> ApplyReport:
     started = time.monotonic()
     writes_before = kernel.writes
     topology = context.topology.name
+    signals.phase = "planning"
     recovery = journal.interrupted(topology)
     notes: tuple[str, ...] = ()
+    adopted: list[str] = []
     if recovery is not None:
         adopted = adopt(kernel, topology, recovery.unfinished)
         notes = (recovery.describe() + (f"; marked as its own: {', '.join(adopted)}" if adopted else ""),)
@@ -388,16 +402,26 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
     if expected is not None and (fingerprint(live) != expected.fingerprint or the_plan.as_json() != expected.plan):
         raise StalePlan("stale plan: the live state changed since the plan was saved, so it would not do "
                         "what was reviewed", "make a new one with topoctl plan --out, review it, apply it")
+    verb = "destroy" if destroy else "apply"
+    if signals.received and not the_plan.empty:
+        took_over = f"; it only marked as its own what an interrupted run had begun: {', '.join(adopted)}" \
+            if adopted else ""
+        raise Interrupted(f"{verb} stopped before its first step: {signal_reason(signals.first)}",
+                          f"nothing was changed{took_over}", signals.first)
     if not the_plan.empty:
-        log = journal.Journal(topology, "destroy" if destroy else "apply", len(the_plan.actions))
+        log = journal.Journal(topology, verb, len(the_plan.actions))
         try:
-            execute_plan(kernel, context, the_plan, live, progress, log, destroy=destroy)
+            execute_plan(kernel, context, the_plan, live, progress, log, destroy=destroy, signals=signals)
+            signals.phase = "verification"
+            if os.environ.get(PAUSE_ENV) == "verify":
+                _pause(signals, log, len(the_plan.actions) + 1)
             try:
                 check, _ = context.plan(kernel, destroy=destroy, recovering=False)
-            except KeyboardInterrupt as err:
+            except TopoctlError as err:
                 if destroy:
                     raise
-                raise _rolled_back(kernel, context, live, f"verification: {_reason(err)}",
+                signals.phase = "rollback"
+                raise _rolled_back(kernel, context, live, f"verification: {err.message}",
                                    len(the_plan.actions)) from None
             injected = os.environ.get(FAULT_ENV) == "verify"
             if (not check.empty or injected) and not destroy:
@@ -405,6 +429,7 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
                 # goes back to the state it started from, as a failed step would.
                 failed = (f"verification: injected fault ({FAULT_ENV}=verify)" if check.empty
                           else _differs(check, "apply"))
+                signals.phase = "rollback"
                 raise _rolled_back(kernel, context, live, failed, len(the_plan.actions), verification=True)
         finally:
             log.close()  # finished or rolled back: nothing for a later run to take over
@@ -417,4 +442,6 @@ def reconcile(kernel: Kernel, context: Context, destroy: bool = False,
     if not check.empty:
         raise VerificationFailed(_differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")
-    return ApplyReport(plan=the_plan, seconds=time.monotonic() - started, writes=kernel.writes - writes_before)
+    signals.phase = "done"
+    return ApplyReport(plan=the_plan, seconds=time.monotonic() - started, writes=kernel.writes - writes_before,
+                       signal=signals.first)

@@ -4,14 +4,13 @@ No `from __future__ import annotations` here: typer reads the commands' paramete
 with string annotations it evaluates each one (3-4 ms of every command's start).
 """
 
-import contextlib
 import gc
 import json
 import os
 import signal
 import sys
 from enum import Enum
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -77,7 +76,7 @@ LockTimeoutOpt = typer.Option(30.0, "--lock-timeout", min=0,
                               help="Seconds to wait for another apply or destroy of the same host.")
 
 
-def _fail(error: TopoctlError, output: Output = Output.text) -> None:
+def _fail(error: TopoctlError, output: Output = Output.text, exit_code: Optional[int] = None) -> None:
     if isinstance(error, InvalidTopology):
         if output == Output.json:
             print(json.dumps({"valid": False, "problems": [d.as_dict() for d in error.diagnostics]}, indent=2))
@@ -90,7 +89,7 @@ def _fail(error: TopoctlError, output: Output = Output.text) -> None:
         err.print(f"[red]error:[/red] {_esc(error.message)}")
         if error.hint:
             err.print(f"  [dim]hint: {_esc(error.hint)}[/dim]")
-    raise typer.Exit(error.exit_code)
+    raise typer.Exit(error.exit_code if exit_code is None else exit_code)
 
 
 def _esc(text: str) -> str:
@@ -98,26 +97,14 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While an apply or destroy runs, SIGTERM (what `kill`, systemd and CI runners send) is
-    handled like Ctrl-C: the apply rolls back instead of dying half-way."""
-    def terminate(signum, frame) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _guard(body: Callable[[], Optional[int]], output: Output = Output.text) -> None:
-    """Run a command body; typed errors become a message and an exit code, nothing else."""
+def _guard(body: Callable[[], Optional[int]], output: Output = Output.text,
+           error_code: Optional[int] = None) -> None:
+    """Run a command body; typed errors become a message and an exit code (each error's own,
+    or `error_code` for all of them), nothing else."""
     try:
         code = body()
     except TopoctlError as error:
-        _fail(error, output)
+        _fail(error, output, error_code)
     except Terminated:
         err.print("[red]terminated[/red]")
         raise typer.Exit(143)
@@ -217,12 +204,15 @@ def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
         # Terraform's convention: with -d, 0 means no changes, 2 means changes, 1 an error.
         return 2 if detailed_exitcode and not the_plan.empty else 0
 
-    _guard(body, output)
+    # With -d, 2 means "valid, and changes pending" only: an invalid file exits 1 like any error.
+    _guard(body, output, error_code=1 if detailed_exitcode else None)
 
 
 def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, destroy: bool,
                lock_timeout: float) -> None:
     from .applier import reconcile
+    from .errors import Interrupted
+    from .interrupts import Interrupts, signal_name, signal_reason
     from .kernel import Kernel
     from .locking import host_locks
     from .saved import is_saved_plan
@@ -241,13 +231,26 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
         else:
             context = _context(file, host, emulate)
         _need_privileges(verb)
-        with _sigterm_interrupts(), \
-                host_locks(context.lock_names(), context.topology.name, verb, lock_timeout), Kernel() as kernel, \
-                progress_bar((lambda: err.console) if output == Output.text else None) as progress:
-            report = reconcile(kernel, context, destroy=destroy, progress=progress, expected=expected)
+        # Until the locks are held a signal stops the command at once (nothing is changed yet);
+        # from then on it is deferred until the process ends: the run decides when it takes
+        # effect, and its report is printed whatever comes.
+        signals = Interrupts().install()
+        try:
+            with host_locks(context.lock_names(), context.topology.name, verb, lock_timeout):
+                signals.defer()
+                with Kernel() as kernel, \
+                        progress_bar((lambda: err.console) if output == Output.text else None) as progress:
+                    report = reconcile(kernel, context, destroy=destroy, progress=progress, expected=expected,
+                                       signals=signals)
+        except KeyboardInterrupt:
+            if signals.deferred or not signals.received:
+                raise
+            raise Interrupted(f"{verb} stopped before it began: {signal_reason(signals.first)}",
+                              "nothing was changed", signals.first) from None
+        late = [signal_name(signum) for signum, _ in signals.received]
         if output == Output.json:
             print(json.dumps({**report.plan.as_json(), "seconds": round(report.seconds, 3),
-                              "kernel_writes": report.writes, "verified": True}, indent=2))
+                              "kernel_writes": report.writes, "verified": True, "signals": late}, indent=2))
         else:
             if report.plan.empty:
                 for note in report.plan.notes:
@@ -259,6 +262,11 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
                 done = "Destroy" if destroy else "Apply"
                 out.print(f"[bold green]{done} complete![/bold green] {c['add']} added, {c['change']} changed, "
                           f"{c['destroy']} destroyed in {report.seconds:.2f}s; verified: a fresh plan is empty.")
+            if late:
+                why = ("there was nothing to change" if report.plan.empty
+                       else "a destroy that has begun is finished, not left half done" if destroy
+                       else "it came after the last step had begun, too late to stop the apply")
+                out.print(f"[dim]note: {_esc(', '.join(late))} received; {why}[/dim]")
         return 0
 
     _guard(body, output)
@@ -374,11 +382,16 @@ def main() -> None:
     commands' own `with` blocks, locks are released with their descriptors, and topoctl
     registers no atexit handlers."""
     gc.set_threshold(100_000, 50, 100)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: see _guard
     try:
         app()
         code = 0
     except SystemExit as done:
         code = _exit_code(done)
+    except KeyboardInterrupt:  # while typer parses the command line, before any command body
+        err.print("interrupted")
+        code = 130
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that descriptor closed
             continue

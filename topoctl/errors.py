@@ -75,8 +75,8 @@ class LockTimeout(TopoctlError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM during an apply or destroy, raised where the process is, so that it ends the way
-    Ctrl-C does: an apply rolls back, the journal and locks are released, exit 1."""
+    """SIGTERM before an apply or destroy has begun to change anything (waiting for a lock, say),
+    raised where the process is, as Ctrl-C raises KeyboardInterrupt: exit 143."""
 
 
 class ApplyFailed(TopoctlError):
@@ -86,6 +86,17 @@ class ApplyFailed(TopoctlError):
         super().__init__(message, hint)
         self.rolled_back = rolled_back
         self.rollback_errors = rollback_errors
+
+
+class Interrupted(ApplyFailed):
+    """A signal stopped an apply (or a destroy before its first step): the state is the one
+    before the run, as the message and hint say. Exits 128 + the signal's number."""
+
+    def __init__(self, message: str, hint: str, signum: int, rolled_back: int = 0,
+                 rollback_errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint, rolled_back, rollback_errors)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class StalePlan(TopoctlError):

@@ -75,6 +75,10 @@ class Journal:
         """Steps first .. first + count - 1 are done."""
         self._write(*({"event": "done", "step": step} for step in range(first, first + count)))
 
+    def paused(self, step: int) -> None:
+        """Test hook (applier.PAUSE_ENV): the run waits before step `step`."""
+        self._write({"event": "paused", "step": step})
+
     def close(self) -> None:
         if self.tee is not None:
             self._write({"event": "end"})

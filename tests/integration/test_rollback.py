@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -183,44 +186,102 @@ def test_a_failed_verification_rolls_back_the_whole_apply(sandbox_factory):
 
 
 def test_sigterm_during_an_apply_rolls_it_back(sandbox_factory):
-    """SIGTERM (kill, systemd, a CI runner giving up) is a failed step, like Ctrl-C: the apply
-    undoes what it did and exits 1 naming it; no journal is left for a later run to take over."""
-    import os
-    import signal
-    import time
-
-    from .conftest import ROOT, TOPOCTL
+    """SIGTERM (kill, systemd, a CI runner giving up) between two steps: the apply undoes what
+    it did, says so, and exits 143; no journal is left for a later run to take over. The run
+    waits before step 5 (a test hook) until the signal has arrived, so it always lands there."""
     from .test_scale import containers
 
     box = sandbox_factory(containers(40))
     box.apply()
-    before = box.show()
     subprocess.run(["ip", "-n", box.host(), "-batch", "-"], check=True, text=True,
                    input="".join(f"link del v{i}\n" for i in range(0, 40, 2)))  # 20 veths to repair
     drifted = box.show()
-    journal = f"/run/topoctl/journal/{box.topology}.jsonl"
-    landed = 0
-    for trial in range(3):
-        run = subprocess.Popen([*TOPOCTL, "apply", "--emulate", str(box.path)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 5
-        while not os.path.exists(journal) and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        time.sleep(0.01 * trial)
-        run.send_signal(signal.SIGTERM)
-        _, err = run.communicate(timeout=60)
-        assert "Traceback" not in err, err
-        if run.returncode == 0:  # it finished before the signal: nothing to roll back
-            assert box.show() == before
-            break
-        landed += 1
-        assert run.returncode == 1, err
-        assert "terminated (SIGTERM)" in err and "rolled back" in err and "not undone" not in err, err
-        assert box.show() == drifted, f"trial {trial}: the state differs after the rollback"
-        assert not os.path.exists(journal)
-    assert landed >= 1, "no SIGTERM landed inside an apply"
-    box.apply()  # the repair itself still works (its new veths have new MACs, so no show == before)
+    run = start_paused(box, "apply", "5")
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert run.returncode == 143, err
+    assert "stopped after step 4 of" in err and "terminated (SIGTERM)" in err, err
+    assert "rolled back: 4 steps restored the state before the apply (4 changes had been made)" in err, err
+    assert box.show() == drifted, "the state differs after the rollback"
+    assert not os.path.exists(journal_path(box))
+    box.apply()  # the repair itself still works
     assert box.plan_exit() == 0
+
+
+def journal_path(box) -> str:
+    return f"/run/topoctl/journal/{box.topology}.jsonl"
+
+
+def start_paused(box, command: str, step: str) -> subprocess.Popen:
+    """topoctl COMMAND started with TOPOCTL_PAUSE_AT=step, returned once it waits there."""
+    from .conftest import ROOT, TOPOCTL
+
+    run = subprocess.Popen([*TOPOCTL, command, "--emulate", str(box.path)], cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={**os.environ, "TOPOCTL_PAUSE_AT": step})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            with open(journal_path(box), encoding="utf-8") as journal:
+                if any(json.loads(line).get("event") == "paused" for line in journal if line.strip()):
+                    return run
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.005)
+    run.kill()
+    raise AssertionError(f"{command} never paused: {run.communicate()}")
+
+
+def test_two_signals_microseconds_apart_between_steps_roll_back_whole(sandbox_factory):
+    """A second Ctrl-C does not cut the rollback short: both are noted, the rollback runs to
+    its end, and the exit code is Ctrl-C's."""
+    from .test_scale import containers
+
+    box = sandbox_factory(containers(12))
+    before = set(netns_names())
+    run = start_paused(box, "apply", "20")  # past the 13 new namespaces, among the cables
+    run.send_signal(signal.SIGINT)
+    run.send_signal(signal.SIGINT)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert "stopped after step 19 of" in err and "interrupted (Ctrl-C)" in err \
+        and "rolled back: 13 steps restored the state before the apply (19 changes had been made)" in err, err
+    assert "not undone" not in err and "Traceback" not in err, err
+    assert set(netns_names()) == before and box.leftovers() == []
+
+
+def test_a_signal_during_the_verification_lets_the_apply_complete(sandbox_factory):
+    """Every step is done by then: the apply verifies, exits 0 and says the signal came too late."""
+    box = sandbox_factory("docker0.yaml")
+    run = start_paused(box, "apply", "verify")
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert "Apply complete!" in out and "Ctrl-C received; it came after the last step had begun" in out, out
+    assert box.plan_exit() == 0
+
+
+def test_a_signal_during_a_destroy_lets_it_finish(sandbox_factory):
+    box = sandbox_factory("docker0.yaml")
+    box.apply()
+    run = start_paused(box, "destroy", "2")
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert "Destroy complete!" in out and "a destroy that has begun is finished" in out, out
+    assert box.leftovers() == []
+
+
+def test_a_signal_before_the_first_step_changes_nothing(sandbox_factory):
+    box = sandbox_factory("docker0.yaml")
+    run = start_paused(box, "apply", "1")
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 143, err
+    assert "stopped after step 0 of 11: terminated (SIGTERM)" in err and "rolled back: nothing had been changed" in err, err
+    assert box.leftovers() == []
 
 
 def test_a_failure_inside_a_run_of_new_namespaces_is_rolled_back(sandbox_factory, monkeypatch):
