@@ -29,3 +29,13 @@ def _fail_without_root(request):
     # With TOPOCTL_REQUIRE_ROOT_TESTS=1 (CI), a root test that cannot run is a failure, not a skip.
     if "root" in request.keywords and not have_root() and REQUIRE_ROOT:
         pytest.fail("root integration test cannot run: not root, and TOPOCTL_REQUIRE_ROOT_TESTS=1")
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Where the signal trials of test_interrupts landed, for the record of each run.
+    import sys
+
+    module = sys.modules.get("tests.integration.test_interrupts")
+    summary = getattr(module, "SUMMARY", None)
+    if summary:
+        terminalreporter.write_line(f"signal trials: {summary}")

@@ -107,11 +107,13 @@ class Context:
     def observe(self, kernel: Kernel) -> State:
         return self._observe(kernel)[0]
 
-    def _observe(self, kernel: Kernel, destroy: bool = False) -> tuple[State, bool]:
+    def _observe(self, kernel: Kernel, destroy: bool = False,
+                 recovery: journal.Interrupted | None = None) -> tuple[State, bool]:
         """The live state in this run's view, and whether other hosts still use the shared underlay."""
         r = self.realisation
+        begun = [obj["netns"] for obj in recovery.unfinished if "netns" in obj] if recovery is not None else []
         live = observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys(),
-                       hosts=set(r.hosts) if r.partial else None, skim_containers=destroy)
+                       hosts=set(r.hosts) if r.partial else None, skim_containers=destroy, half_made_ours=begun)
         shared = self.shared_scope()
         if shared is None:
             return live, False
@@ -127,8 +129,8 @@ class Context:
         run (not when verifying a run that holds the journal itself)."""
         if not destroy:  # a destroy does not read our containers (it deletes them whole)
             kernel.prefetch(container_names(self.topology, self.realisation))
-        live, shared_in_use = self._observe(kernel, destroy)
         recovery = journal.interrupted(self.topology.name) if recovering else None
+        live, shared_in_use = self._observe(kernel, destroy, recovery)
         if recovery is not None:
             _count_unfinished_as_ours(live, recovery, self.topology.name)
         wanted = self.empty(keep_shared=shared_in_use) if destroy else self.desired
@@ -392,6 +394,9 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
     recovery = journal.interrupted(topology)
     notes: tuple[str, ...] = ()
     adopted: list[str] = []
+    for name in ns.half_made(records.recorded_netns(topology)):
+        ns.remove_placeholder(name)  # a run killed while deleting it: unmounted, not yet unlinked
+        records.forget_netns(name)
     if recovery is not None:
         adopted = adopt(kernel, topology, recovery.unfinished)
         notes = (recovery.describe() + (f"; marked as its own: {', '.join(adopted)}" if adopted else ""),)

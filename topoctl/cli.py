@@ -101,6 +101,7 @@ def _guard(body: Callable[[], Optional[int]], output: Output = Output.text,
            error_code: Optional[int] = None) -> None:
     """Run a command body; typed errors become a message and an exit code (each error's own,
     or `error_code` for all of them), nothing else."""
+    _in_body.append(True)
     try:
         code = body()
     except TopoctlError as error:
@@ -112,6 +113,9 @@ def _guard(body: Callable[[], Optional[int]], output: Output = Output.text,
         err.print("[red]interrupted[/red]")
         raise typer.Exit(130)
     raise typer.Exit(code or 0)
+
+
+_in_body: list = []  # non-empty once a command's body has begun (its exit code is its own)
 
 
 def _context(file: str, host: Optional[str], emulate: bool):
@@ -151,9 +155,9 @@ def _need_privileges(what: str) -> None:
 def validate(files: List[str] = typer.Argument(..., metavar="FILE...", help="Topology files to check."),
              output: Output = OutputOpt) -> None:
     """Check files against the schema and the semantic rules. Needs no root."""
-    from .loader import load_file
 
     def body() -> int:
+        from .loader import load_file
         problems = []
         for file in files:
             try:
@@ -182,11 +186,10 @@ def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
     """Compare the live kernel state with the file and print the ordered changes."""
     from pathlib import Path
 
-    from .kernel import Kernel
-    from .saved import SavedPlan, fingerprint
-    from .show import print_plan
-
     def body() -> int:
+        from .kernel import Kernel
+        from .saved import SavedPlan, fingerprint
+        from .show import print_plan
         context = _context(file, host, emulate)
         _need_privileges("plan")
         with Kernel() as kernel:
@@ -210,18 +213,18 @@ def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
 
 def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, destroy: bool,
                lock_timeout: float) -> None:
-    from .applier import reconcile
-    from .errors import Interrupted
-    from .interrupts import Interrupts, signal_name, signal_reason
-    from .kernel import Kernel
-    from .locking import host_locks
-    from .saved import is_saved_plan
-    from .saved import load as load_saved
-    from .show import print_plan, progress_bar
 
     verb = "destroy" if destroy else "apply"
 
     def body() -> int:
+        from .applier import reconcile
+        from .errors import Interrupted
+        from .interrupts import Interrupts, signal_name, signal_reason
+        from .kernel import Kernel
+        from .locking import host_locks
+        from .saved import is_saved_plan
+        from .saved import load as load_saved
+        from .show import print_plan, progress_bar
         nonlocal destroy
         expected = None
         if not destroy and is_saved_plan(file):
@@ -292,9 +295,9 @@ def render(file: str = FileArg, host: Optional[str] = HostOpt,
            teardown: bool = typer.Option(False, "--teardown", help="Print the script that removes the topology."),
            flavor: Flavor = typer.Option(Flavor.ip, "--flavor", help="ip: iproute2 only; brctl: brctl for bridge steps.")) -> None:
     """Print the equivalent shell script (from the same plan apply executes). Needs no root."""
-    from .render import render_build, render_teardown
 
     def body() -> int:
+        from .render import render_build, render_teardown
         context = _context(file, host, emulate)
         script = (render_teardown if teardown else render_build)(context, flavor.value)
         sys.stdout.write(script)
@@ -307,10 +310,10 @@ def render(file: str = FileArg, host: Optional[str] = HostOpt,
 def show(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = EmulateOpt,
          output: Output = OutputOpt) -> None:
     """Print the live state of this topology's objects."""
-    from .kernel import Kernel
-    from .show import print_state, state_json
 
     def body() -> int:
+        from .kernel import Kernel
+        from .show import print_state, state_json
         context = _context(file, host, emulate)
         _need_privileges("show")
         with Kernel() as kernel:
@@ -330,10 +333,10 @@ def exec_(file: str = FileArg,
           command: List[str] = typer.Argument(..., metavar="-- CMD...", help="The command to run there."),
           host: Optional[str] = HostOpt, emulate: bool = EmulateOpt) -> None:
     """Run CMD inside one of the topology's namespaces (or a host's). Exits with CMD's code."""
-    from .errors import UsageError
-    from .netns import run_command_in as run_in
 
     def body() -> int:
+        from .errors import UsageError
+        from .netns import run_command_in as run_in
         context = _context(file, host, emulate)
         topology = context.topology
         if topology.namespace(target) is not None:
@@ -389,9 +392,10 @@ def main() -> None:
         code = 0
     except SystemExit as done:
         code = _exit_code(done)
-    except KeyboardInterrupt:  # while typer parses the command line, before any command body
-        err.print("interrupted")
+    except KeyboardInterrupt:
         code = 130
+    if code == 130 and not _in_body:
+        err.print("interrupted")  # typer turns Ctrl-C while it parses into a silent exit 130
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that descriptor closed
             continue

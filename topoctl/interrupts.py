@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 from .errors import Terminated
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
-# Test hook: each signal received is appended here as "<signal number> <phase>", so that tests
-# can tell where their signals landed.
+# Test hook: each phase the run enters and each signal received are appended here, as
+# "phase <name> <monotonic seconds>" and "signal <number> <phase>", so that tests can aim their
+# signals and tell where they landed.
 LOG_ENV = "TOPOCTL_SIGNAL_LOG"
 
 _FIRST = ("topoctl: {name} received: the step in progress is finished first; the run then ends "
@@ -45,7 +47,7 @@ class Interrupts:
 
     def __init__(self) -> None:
         self.received: list[tuple[int, str]] = []
-        self.phase = "start"
+        self._phase = "start"
         self.deferred = False
         self.installed: dict[int, object] = {}
         self._log: int | None = None
@@ -56,6 +58,7 @@ class Interrupts:
         log = os.environ.get(LOG_ENV)
         if log:
             self._log = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.phase = "start"
         for signum in HANDLED:
             if signal.getsignal(signum) in (signal.SIG_IGN, None):  # ignored, or set outside Python
                 continue
@@ -75,6 +78,17 @@ class Interrupts:
             self._log = None
 
     @property
+    def phase(self) -> str:
+        """Where the run is (start, planning, namespaces, steps, verification, rollback, done)."""
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        self._phase = name
+        if self._log is not None:
+            os.write(self._log, f"phase {name} {time.monotonic():.6f}\n".encode())
+
+    @property
     def first(self) -> int | None:
         """The first signal received, if any."""
         return self.received[0][0] if self.received else None
@@ -82,7 +96,7 @@ class Interrupts:
     def _handle(self, signum: int, frame) -> None:
         self.received.append((signum, self.phase))
         if self._log is not None:
-            os.write(self._log, f"{signum} {self.phase}\n".encode())
+            os.write(self._log, f"signal {signum} {self._phase}\n".encode())
         if not self.deferred:
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         if len(self.received) <= 2:

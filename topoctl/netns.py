@@ -76,6 +76,20 @@ def is_netns(name: str) -> bool:
         return False
 
 
+def half_made(names) -> list[str]:
+    """Those of these names whose /run/netns file exists but pins no namespace (see is_netns):
+    one stat each."""
+    nsfs = os.stat("/proc/self/ns/net").st_dev
+    found = []
+    for name in names:
+        try:
+            if os.stat(netns_path(name)).st_dev != nsfs:
+                found.append(name)
+        except OSError:
+            pass  # not there at all
+    return found
+
+
 def remove_placeholder(name: str) -> None:
     """Remove a /run/netns file that pins no namespace (see is_netns)."""
     if not is_netns(name):
@@ -235,9 +249,15 @@ def _translate(exc: BaseException, name: str) -> BaseException:
             return KernelError(f"network namespace {name} does not exist",
                                "run plan to see what is missing; apply creates it")
         if exc.errno == errno.EINVAL:
-            return KernelError(f"{netns_path(name)} is not a network namespace (left half-made by a killed run?)",
-                               "if topoctl made it, the next apply of its topology removes it; else `ip netns del`")
+            return not_a_namespace(name)
     return exc
+
+
+def not_a_namespace(name: str) -> KernelError:
+    """The error for a /run/netns file that pins nothing and that topoctl does not know as its own."""
+    return KernelError(f"{netns_path(name)} is not a network namespace: the file pins nothing",
+                       "a run killed while making a namespace leaves such a file; no record or interrupted "
+                       f"run of this topology names it, so it is left alone: `ip netns del {name}` removes it")
 
 
 def _ensure_run_dir() -> None:

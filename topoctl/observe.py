@@ -91,14 +91,18 @@ def _link_from(msg: LinkMsg, scope: Scope, master: str | None, peer: tuple[Scope
 
 
 def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
-            hosts: set[str] | None = None, skim_containers: bool = False) -> State:
+            hosts: set[str] | None = None, skim_containers: bool = False,
+            half_made_ours: Iterable[str] = ()) -> State:
     """The live State of `scopes` (namespaces that do not exist are left out), as seen by `topology`.
 
     Ownership is filled in here: a namespace is ours when its record names this topology
     (and it is the same namespace the record was made for); a link when its alias says so;
     a route when it lies in a namespace we own, or, in the root namespace, when we recorded it.
     `skim_containers`: our container namespaces are only listed, not read (a destroy deletes
-    them whole, whatever is inside).
+    them whole, whatever is inside). A /run/netns file that pins no namespace (a run killed
+    while making it) counts as absent when this topology's record or `half_made_ours` (what an
+    interrupted run of it began) names it, since its next apply or destroy removes it; any
+    other is a KernelError.
     """
     state = State()
     existing = set(ns.list_netns())
@@ -107,6 +111,13 @@ def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Ite
     if hosts is not None:  # acting on some hosts: other hosts' namespaces are not in view
         recorded = [n for n in recorded if by_name[n].host in hosts or not by_name[n].host]
     wanted = set(scopes) | set(recorded)
+    half_made = ns.half_made(sorted(n for n in wanted if n is not None and n in existing))
+    if half_made:
+        ours = set(recorded) | set(half_made_ours)
+        foreign = [name for name in half_made if name not in ours]
+        if foreign:
+            raise ns.not_a_namespace(foreign[0])
+        existing.difference_update(half_made)
     for name in sorted(n for n in wanted if n is not None and n in existing):
         record = by_name.get(name)
         mine = record is not None and (record.inode == 0 or record.inode == ns.netns_inode(name))
