@@ -21,12 +21,43 @@ LOCK_DIR = os.path.join(os.environ.get("TOPOCTL_STATE_DIR", "/run/topoctl"), "lo
 POLL = 0.05
 
 
+def _lock_owner(fd: int) -> int | None:
+    """The pid the kernel names as holding the flock on this file (/proc/locks), if any."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as locks:
+            for line in locks:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"; a waiter's line starts "1: ->"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _command_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as source:
+            return source.read().replace(b"\0", b" ").decode(errors="replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
 def _holder(fd: int) -> str:
+    """Who holds the lock: what the holder wrote into the file, if the kernel agrees that it is
+    the holder; the file may be left from an earlier topoctl while something else holds it."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         data = json.loads(os.read(fd, 4096) or b"{}")
     except (OSError, ValueError):
-        return "another topoctl"
+        data = {}
+    owner = _lock_owner(fd)
+    if owner is not None and owner != data.get("pid"):
+        return f"pid {owner} ({_command_of(owner)}), which is not a topoctl run"
+    if not data:
+        return "another topoctl" if owner is None else f"pid {owner}"
     return (f"pid {data.get('pid')} ({data.get('command', '?')} of topology {data.get('topology', '?')}, "
             f"since {data.get('since', '?')})")
 

@@ -64,3 +64,23 @@ def test_two_applies_of_different_files_take_turns_in_the_journal(sandbox_factor
     assert [line["event"] for line in lines if line["event"] in ("begin", "end")] == ["begin", "end"] * 2
     last = box.path if second == runs[0].pid else other
     assert box.run("plan", "-d", expect=None, path=last).returncode == 0
+
+
+def test_a_lock_held_by_another_program_names_that_program_not_the_last_topoctl(sandbox_factory):
+    """The lock file still says which topoctl held it last; the kernel says who holds it now."""
+    from topoctl.locking import LOCK_DIR
+
+    box = sandbox_factory("docker0.yaml")
+    box.apply()  # leaves the lock file with this topoctl's pid in it
+    lock = f"{LOCK_DIR}/{box.host()}.lock"
+    holder = subprocess.Popen(["flock", lock, "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while box.run("apply", "--lock-timeout", "0", expect=None).returncode == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until flock has taken it
+        result = box.run("apply", "--lock-timeout", "0.2", expect=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"is locked by pid {holder.pid} (flock {lock} sleep 30), which is not a topoctl run" in result.stderr, \
+        result.stderr

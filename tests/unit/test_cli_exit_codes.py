@@ -1,0 +1,46 @@
+"""Exit codes a pipeline relies on, for input that is invalid (no root needed: nothing is read
+from the kernel before the file is loaded)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD = "apiVersion: topoctl/v1\nkind: Topology\nname: Bad_Name\n"
+
+
+def topoctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "topoctl", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+
+
+@pytest.fixture
+def bad_file(tmp_path) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    return str(path)
+
+
+def test_plan_with_detailed_exitcode_exits_1_for_an_invalid_file(bad_file):
+    """2 means "valid, and changes pending" only (Terraform's convention), never "invalid"."""
+    for flag in ("-d", "--detailed-exitcode"):
+        result = topoctl("plan", flag, bad_file)
+        assert result.returncode == 1, result.stderr
+        assert f"{bad_file}:3:7: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plan_with_detailed_exitcode_exits_1_for_a_usage_error():
+    result = topoctl("plan", "-d", "--host", "nowhere", str(ROOT / "topologies/docker0.yaml"))
+    assert result.returncode == 1, result.stderr
+    assert "unknown host 'nowhere'" in result.stderr
+
+
+def test_without_detailed_exitcode_an_invalid_file_exits_2(bad_file):
+    for command in (["plan"], ["apply"], ["destroy"], ["validate"], ["render"]):
+        result = topoctl(*command, bad_file)
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"{bad_file}:3:7: error:" in result.stderr
