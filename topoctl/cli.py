@@ -250,10 +250,11 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
                 raise
             raise Interrupted(f"{verb} stopped before it began: {signal_reason(signals.first)}",
                               "nothing was changed", signals.first) from None
-        late = [signal_name(signum) for signum, _ in signals.received]
+        late = [signum for signum, _ in signals.received]
         if output == Output.json:
             print(json.dumps({**report.plan.as_json(), "seconds": round(report.seconds, 3),
-                              "kernel_writes": report.writes, "verified": True, "signals": late}, indent=2))
+                              "kernel_writes": report.writes, "verified": True,
+                              "signals": [signal.Signals(signum).name for signum in late]}, indent=2))
         else:
             if report.plan.empty:
                 for note in report.plan.notes:
@@ -269,7 +270,7 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
                 why = ("there was nothing to change" if report.plan.empty
                        else "a destroy that has begun is finished, not left half done" if destroy
                        else "it came after the last step had begun, too late to stop the apply")
-                out.print(f"[dim]note: {_esc(', '.join(late))} received; {why}[/dim]")
+                out.print(f"[dim]note: {_esc(', '.join(signal_name(signum) for signum in late))} received; {why}[/dim]")
         return 0
 
     _guard(body, output)
