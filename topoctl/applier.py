@@ -157,7 +157,6 @@ class ApplyReport:
     plan: Plan
     seconds: float
     writes: int  # kernel changes made
-    signal: int | None = None  # a signal that arrived when it was too late to stop the run
 
 
 class _Stop(Exception):
@@ -448,5 +447,4 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
         raise VerificationFailed(_differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")
     signals.phase = "done"
-    return ApplyReport(plan=the_plan, seconds=time.monotonic() - started, writes=kernel.writes - writes_before,
-                       signal=signals.first)
+    return ApplyReport(plan=the_plan, seconds=time.monotonic() - started, writes=kernel.writes - writes_before)
