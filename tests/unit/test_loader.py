@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from topoctl.loader import load_file, load_text
 from topoctl.model import Topology
 
 REPO = Path(__file__).resolve().parents[2]
-TOPOCTL = REPO / ".venv" / "bin" / "topoctl"
+# The interpreter running the tests, on this tree's package: a work tree has no .venv of its own.
+TOPOCTL = (sys.executable, "-m", "topoctl")
 EXAMPLES = sorted((REPO / "topologies").glob("*.yaml"))
 HEAD = "apiVersion: topoctl/v1\nkind: Topology\nname: t\n"  # lines 1-3
 YAML_HINT = "check indentation, colons and quotes"
@@ -55,7 +57,7 @@ def cli_validate(*args: str):
 def run_topoctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
     env["NO_COLOR"] = "1"
-    return subprocess.run([str(TOPOCTL), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run([*TOPOCTL, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
 def diagnostics_of(text: str, file: str = "t.yaml") -> list[Diagnostic]:
