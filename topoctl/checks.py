@@ -38,7 +38,7 @@ def check_topology(topology: Topology, report: Report, flawed: set[tuple] | None
     unsure = _unsure_places(topology, flawed)
     _check_interface_names(topology, interfaces, report, unsure)
     _check_addresses(topology, interfaces, report)
-    _check_routes(topology, interfaces, report, flawed, _incomplete_places(topology, flawed, unsure), set(unsure))
+    _check_routes(topology, interfaces, report, flawed, _incomplete_places(topology, flawed))
 
 
 def _check_reserved_names(topology: Topology, report: Report) -> None:
@@ -85,7 +85,7 @@ def _check_endpoints(topology: Topology, report: Report, flawed: set[tuple]) -> 
                 report(end.origin + ("host",), f"unknown host {end.host!r}", f"hosts are: {', '.join(topology.host_names())}")
                 flawed.add(end.origin + ("host",))
         places = [place_of(topology, end) for end in (link.a, link.b)]
-        if any(_host_unsure(topology, end, flawed) for end in (link.a, link.b)):
+        if flawed and any(_host_unsure(topology, end, flawed) for end in (link.a, link.b)):
             continue  # which host an end is on is not known: "joins two hosts" would be a guess
         if all(places) and places[0].host != places[1].host:
             report(link.origin, f"veth {link.a.name!r} - {link.b.name!r} joins hosts {places[0].host!r} and "
@@ -93,19 +93,24 @@ def _check_endpoints(topology: Topology, report: Report, flawed: set[tuple]) -> 
                    "join hosts with an overlay or underlay routes; a veth stays on one host")
 
 
-def _host_unsure(topology: Topology, end: Endpoint, flawed: set[tuple]) -> bool:
-    """Whether the end's placement, or the host: of what it is placed in, was found invalid."""
+def _misplaced(topology: Topology, end: Endpoint, flawed: set[tuple]) -> bool:
+    """Whether the end may not be where place_of() puts it: its placement keys were found
+    invalid, or it is a port of a bridge whose host: is wrong or was left out."""
     if any(flawed_under(flawed, end.origin + (k,)) for k in _PLACEMENTS):
         return True
-    ns = topology.namespace(end.namespace) if end.namespace is not None else None
     bridge = topology.bridge(end.bridge) if end.bridge is not None else None
-    return any(o is not None and flawed_under(flawed, o.origin + ("host",)) for o in (ns, bridge))
+    return bridge is not None and flawed_under(flawed, bridge.origin + ("host",))
+
+
+def _host_unsure(topology: Topology, end: Endpoint, flawed: set[tuple]) -> bool:
+    """Whether the host the end is on is not known for sure."""
+    ns = topology.namespace(end.namespace) if end.namespace is not None else None
+    return _misplaced(topology, end, flawed) or (ns is not None and flawed_under(flawed, ns.origin + ("host",)))
 
 
 def _unsure_places(topology: Topology, flawed: set[tuple]) -> dict[Place, set[tuple]]:
-    """Places whose set of interfaces is not known for sure, each with the origins of the
-    interfaces that may not belong there: an endpoint with two placements (counted in the
-    first), a bridge (and its ports) whose host: is wrong or was left out."""
+    """By place, the origins of interfaces counted there that may belong elsewhere: misplaced
+    endpoints, and bridges whose host: is wrong or was left out."""
     found: dict[Place, set[tuple]] = defaultdict(set)
     if not flawed:
         return found
@@ -114,19 +119,27 @@ def _unsure_places(topology: Topology, flawed: set[tuple]) -> dict[Place, set[tu
             found[Place(bridge.host, None)].add(bridge.origin)
     for link in topology.links:
         for end in (link.a, link.b):
-            if _host_unsure(topology, end, flawed) and (place := place_of(topology, end)) is not None:
+            if _misplaced(topology, end, flawed) and (place := place_of(topology, end)) is not None:
                 found[place].add(end.origin + ("name",))
     return found
 
 
-def _incomplete_places(topology: Topology, flawed: set[tuple], unsure: dict) -> set[Place]:
+def _places_named(topology: Topology, end: Endpoint) -> set[Place]:
+    """Every existing place an endpoint may be in: the one place_of() picks, and any other its
+    keys name (when it names several)."""
+    ns = topology.namespace(end.namespace) if end.namespace is not None else None
+    bridge = topology.bridge(end.bridge) if end.bridge is not None else None
+    found = {place_of(topology, end), Place(ns.host, ns.name) if ns else None, Place(bridge.host, None) if bridge else None,
+             Place(end.host, None) if end.host in topology.host_names() else None}
+    return {p for p in found if p is not None}
+
+
+def _incomplete_places(topology: Topology, flawed: set[tuple]) -> set[Place]:
     """Places whose connected subnets are not all known: an address there did not parse, or an
-    interface there may belong elsewhere (and one elsewhere here)."""
+    interface with addresses may belong to it (a misplaced endpoint, a bridge whose host: is wrong)."""
     if not flawed:
         return set()
-    places = set(unsure)
-    if any(flawed_under(flawed, b.origin + ("host",)) for b in topology.bridges):
-        places.update(Place(h.name, None) for h in topology.hosts)  # the bridge is on some host's own
+    places: set[Place] = set()
     for host in topology.hosts:
         if flawed_under(flawed, host.origin + ("address",)):
             places.add(Place(host.name, None))
@@ -137,10 +150,12 @@ def _incomplete_places(topology: Topology, flawed: set[tuple], unsure: dict) -> 
     for bridge in topology.bridges:
         if flawed_under(flawed, bridge.origin + ("addresses",)):
             places.add(Place(bridge.host, None))
+        if bridge.addresses and flawed_under(flawed, bridge.origin + ("host",)):
+            places.update(Place(h.name, None) for h in topology.hosts)  # it is on one of them
     for link in topology.links:
         for end in (link.a, link.b):
-            if flawed_under(flawed, end.origin + ("addresses",)) and (place := place_of(topology, end)) is not None:
-                places.add(place)
+            if flawed_under(flawed, end.origin + ("addresses",)) or (end.addresses and _misplaced(topology, end, flawed)):
+                places.update(_places_named(topology, end))
     return places
 
 
@@ -212,13 +227,11 @@ def _connected(by_place: dict, place: Place) -> list[tuple[str, IPInterface]]:
 
 
 def _check_route(topology: Topology, by_place: dict, place: Place, route: Route, report: Report,
-                 incomplete: set[Place], unsure: bool) -> None:
+                 incomplete: set[Place]) -> None:
     names = {name for name, _, _ in by_place.get(place, [])}
     # In a host's own namespace a route may leave through an interface the topology does not
     # create (the underlay eth0); inside a container every interface is the topology's.
     if route.dev is not None and route.dev not in names and place.namespace is not None:
-        if unsure:
-            return  # the interface may be the misplaced endpoint
         report(route.origin + ("dev",), f"route to {route.to}: no interface {route.dev!r} in {_where(place)}")
         return
     if route.via is None:
@@ -238,8 +251,7 @@ def _check_route(topology: Topology, by_place: dict, place: Place, route: Route,
         report(route.origin + ("via",), f"gateway {route.via} is an address of {_where(place)} itself")
 
 
-def _check_routes(topology: Topology, by_place: dict, report: Report, flawed: set[tuple], incomplete: set[Place],
-                  unsure_names: set[Place]) -> None:
+def _check_routes(topology: Topology, by_place: dict, report: Report, flawed: set[tuple], incomplete: set[Place]) -> None:
     routes_by_place: dict[Place, list[Route]] = defaultdict(list)
     for ns in topology.namespaces:
         routes_by_place[Place(ns.host, ns.name)].extend(ns.routes)
@@ -255,4 +267,4 @@ def _check_routes(topology: Topology, by_place: dict, report: Report, flawed: se
             seen.add(key)
             if route.dev is None and route.via is not None and route.via.version == 6 and route.via.is_link_local:
                 report(route.origin + ("via",), f"a link-local gateway ({route.via}) needs 'dev'")
-            _check_route(topology, by_place, place, route, report, incomplete, place in unsure_names)
+            _check_route(topology, by_place, place, route, report, incomplete)
