@@ -23,7 +23,7 @@ IMPLICIT_HOST = "local"
 DEFAULT_MTU = 1500
 
 
-def flawed_under(flawed: "set[Path] | frozenset[Path]", prefix: Path) -> bool:
+def flawed_under(flawed: set[Path] | frozenset[Path], prefix: Path) -> bool:
     """Whether a value at or under `prefix` was found invalid (see build._Problems.flawed)."""
     return any(path[: len(prefix)] == prefix for path in flawed)
 

@@ -133,9 +133,9 @@ def _where_it_opens(err: yaml.MarkedYAMLError, text: str) -> tuple[tuple[int, in
         return _pos(err.context_mark), ""
     unclosed = _unclosed_brackets(text)
     where = None
-    if err.context_mark is not None and (err.context or "").startswith("while parsing a flow"):
-        if _pos(err.context_mark) in unclosed:
-            where = _pos(err.context_mark)  # the collection the parser was in never closes
+    flow = err.context_mark is not None and (err.context or "").startswith("while parsing a flow")
+    if flow and _pos(err.context_mark) in unclosed:
+        where = _pos(err.context_mark)  # the collection the parser was in never closes
     if where is None and ("end of stream" in problem or "<stream end>" in problem) and unclosed:
         where = list(unclosed)[-1]
     return None if where is None else (where, unclosed[where])
