@@ -6,6 +6,7 @@ Every problem is collected with the path it came from; the loader turns paths in
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from .errors import Diagnostic
@@ -22,7 +23,9 @@ from .model import (
     Topology,
     VethLink,
     canonical_mac,
+    canonical_sysctl,
     default_route_for,
+    kernel_integer,
 )
 
 IFNAMSIZ = 16  # including the trailing NUL
@@ -33,10 +36,20 @@ class _Problems:
         self.file = file
         self.marks = marks
         self.found: list[Diagnostic] = []
+        # Paths of values found invalid (an address, a host:, a subnet): the checks skip what
+        # depends on them, so a follow-on error never hides its cause.
+        self.flawed: set[tuple] = set()
 
     def add(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
+        self._add(path, message, hint, key, rank=0)
+
+    def add_between(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
+        """A problem between objects (a semantic check): listed after those of single values."""
+        self._add(path, message, hint, key, rank=1)
+
+    def _add(self, path: tuple, message: str, hint: str, key: bool, rank: int) -> None:
         line, col = self.marks.at(path, key=key)
-        self.found.append(Diagnostic(self.file, line, col, message, hint))
+        self.found.append(Diagnostic(self.file, line, col, message, hint, rank=rank))
 
 
 def _interface(text: str, path: tuple, problems: _Problems) -> IPInterface | None:
@@ -44,6 +57,7 @@ def _interface(text: str, path: tuple, problems: _Problems) -> IPInterface | Non
         return ipaddress.ip_interface(text)
     except ValueError:
         problems.add(path, f"{text!r} is not a valid address with prefix length", "write it as 172.17.0.2/16 or fd00::2/64")
+        problems.flawed.add(path)
         return None
 
 
@@ -55,14 +69,47 @@ def _address(text: str, path: tuple, problems: _Problems):
         return None
 
 
-def _sysctls(data: dict) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, str(v)) for k, v in (data.get("sysctls") or {}).items()))
+_NUMBER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|[0-9]+)")  # what the kernel's proc_get_long may take
+
+
+def _sysctls(data: dict, path: tuple, problems: _Problems) -> tuple[tuple[str, str], ...]:
+    """Values in the kernel's printed form (model.canonical_sysctl), so that what is read back
+    compares equal; a number the kernel would read otherwise than it looks is an error."""
+    values = []
+    for key, raw in (data.get("sysctls") or {}).items():
+        text, where = str(raw), path + ("sysctls", key)
+        tokens = text.split()
+        if not tokens:
+            problems.add(where, f"sysctl {key}: the value is empty", "the kernel ignores an empty write; give the value")
+            continue
+        if all(_NUMBER.fullmatch(t) for t in tokens) and (bad := next(filter(_octal_surprise, tokens), None)):
+            problems.add(where, *_octal_problem(key, bad))
+            continue
+        values.append((key, canonical_sysctl(text)))
+    return tuple(sorted(values))
+
+
+def _octal_surprise(token: str) -> bool:
+    """A leading 0 makes the kernel read octal: true when that is not the decimal it looks like."""
+    digits = token.lstrip("-")
+    return len(digits) > 1 and digits[0] == "0" and digits.isdigit() and kernel_integer(token) != int(token)
+
+
+def _octal_problem(key: str, token: str) -> tuple[str, str]:
+    decimal = int(token)
+    octal = kernel_integer(token)
+    if octal is None:
+        return (f"sysctl {key}: the kernel refuses {token!r}: a leading 0 means octal, which has no digit 8 or 9",
+                f"write {decimal} without the leading 0")
+    return (f"sysctl {key}: the kernel reads {token!r} as octal, {octal}, not {decimal}",
+            f"write {octal}, or {decimal} without the leading 0")
 
 
 def _network(text: str, path: tuple, problems: _Problems):
     try:
         return ipaddress.ip_network(text)
     except ValueError:
+        problems.flawed.add(path)
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
@@ -115,10 +162,12 @@ def _host_of(data: dict, path: tuple, hosts: tuple[str, ...], problems: _Problem
         host = data["host"]
         if host not in hosts:
             problems.add(path + ("host",), f"{what}: unknown host {host!r}", f"hosts are: {', '.join(hosts)}")
+            problems.flawed.add(path + ("host",))
         return host
     if len(hosts) > 1:
         problems.add(path, f"{what}: 'host' is required when the file has more than one host",
                      f"add host: one of {', '.join(hosts)}")
+        problems.flawed.add(path + ("host",))  # defaulted to the first host, which may be wrong
     return hosts[0]
 
 
@@ -135,7 +184,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
             _check_ifname(host_data["interface"], path + ("interface",), problems)
         hosts.append(Host(
             name=host_name, address=address, interface=host_data.get("interface"),
-            mtu=host_data.get("mtu", 1500), sysctls=_sysctls(host_data), origin=path,
+            mtu=host_data.get("mtu", 1500), sysctls=_sysctls(host_data, path, problems), origin=path,
         ))
     if not hosts:
         hosts.append(Host(name=IMPLICIT_HOST, origin=()))
@@ -169,7 +218,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         path = ("namespaces", ns_name)
         routes = tuple(r for i, r_data in enumerate(ns_data.get("routes", []))
                        if (r := _route(r_data, path + ("routes", i), problems)) is not None)
-        sysctls = _sysctls(ns_data)
+        sysctls = _sysctls(ns_data, path, problems)
         namespaces.append(Namespace(
             name=ns_name,
             host=_host_of(ns_data, path, host_names, problems, f"namespace {ns_name}"),
@@ -232,6 +281,6 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
     )
     from .checks import check_topology
 
-    check_topology(topology, problems.add)
+    check_topology(topology, problems.add_between, problems.flawed)
     return topology, problems.found
 

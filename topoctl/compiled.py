@@ -23,7 +23,10 @@ from pathlib import Path
 from . import __version__
 
 MAX_ENTRIES = 64
-_SOURCES = ("loader.py", "yaml_source.py", "state.py", "build.py", "checks.py", "overlay_checks.py", "model.py", "topology.schema.json")
+# Every file of the package that loading executes or reads (tests/unit/test_compiled.py lists
+# them from a real load): a change to any of them may change what a load gives.
+_SOURCES = ("__init__.py", "loader.py", "compiled.py", "errors.py", "yaml_source.py", "state.py", "build.py",
+            "checks.py", "overlay_checks.py", "model.py", "topology.schema.json")
 
 
 _ADDRESSES = (ipaddress.IPv4Address, ipaddress.IPv6Address)

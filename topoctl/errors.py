@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,9 @@ class Diagnostic:
     column: int  # 1-based; 0 when unknown
     message: str
     hint: str = ""
+    # 0: a problem of one value (YAML, schema, a bad address); 1: one between objects (a
+    # semantic check). Rank 0 is listed first: a cause comes before what may follow from it.
+    rank: int = field(default=0, compare=False, repr=False)
 
     def location(self) -> str:
         if self.line:
@@ -47,7 +50,7 @@ class InvalidTopology(TopoctlError):
     exit_code = 2
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
-        self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.line, d.column, d.message))
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.rank, d.line, d.column, d.message))
         count = len(self.diagnostics)
         super().__init__(f"{count} problem{'s' if count != 1 else ''} found")
 

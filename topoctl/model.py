@@ -8,6 +8,7 @@ comparisons.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Union
@@ -20,6 +21,11 @@ Path = tuple  # keys and indices from the document root, e.g. ("links", 0, "endp
 
 IMPLICIT_HOST = "local"
 DEFAULT_MTU = 1500
+
+
+def flawed_under(flawed: set[Path] | frozenset[Path], prefix: Path) -> bool:
+    """Whether a value at or under `prefix` was found invalid (see build._Problems.flawed)."""
+    return any(path[: len(prefix)] == prefix for path in flawed)
 
 
 def _origin() -> Path:
@@ -173,6 +179,33 @@ class Topology:
 def canonical_mac(text: str) -> str:
     """Lower-case, colon-separated: the one form every comparison uses."""
     return text.replace("-", ":").lower()
+
+
+_KERNEL_NUMBER = re.compile(r"(-?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
+
+
+def kernel_integer(token: str) -> int | None:
+    """How the kernel's proc_dointvec family reads one number (proc_get_long: an optional '-',
+    then base 0: 0x hex, a leading 0 octal, else decimal), or None for a token it does not take
+    as a number or refuses (as '08')."""
+    match = _KERNEL_NUMBER.fullmatch(token)
+    if match is None:
+        return None
+    sign, hexa, octal, decimal = match.groups()
+    value = int(hexa, 16) if hexa else int(octal, 8) if octal else int(decimal)
+    return -value if sign else value
+
+
+def canonical_sysctl(value: str) -> str:
+    """A sysctl value in the one form every comparison uses: what the kernel prints, with its
+    separators (tabs between an integer vector's items) read as one space, the way
+    kernel.read_sysctls reads /proc/sys. "32768  60999" and "0x8000\t60999" are "32768 60999".
+    A value that is not all numbers (a string sysctl) only has its whitespace runs made one space."""
+    tokens = value.split()
+    numbers = [kernel_integer(t) for t in tokens]
+    if tokens and None not in numbers:
+        return " ".join(str(n) for n in numbers)
+    return " ".join(tokens)
 
 
 def default_route_for(via: IPAddress | None) -> IPNetwork:

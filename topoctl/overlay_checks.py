@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .model import Place, Topology, vxlan_overhead
+from .model import Place, Topology, flawed_under, vxlan_overhead
 
 Report = Callable[..., None]
 
 
-def check_overlays(topology: Topology, by_place: dict, report: Report) -> None:
+def check_overlays(topology: Topology, by_place: dict, report: Report, flawed: set[tuple] = frozenset()) -> None:
+    """`flawed`: paths of values found invalid; what only follows from them is not reported."""
     hosts = {h.name: h for h in topology.hosts}
     names: set[str] = set()
     claimed: list[tuple] = []  # (network, what, path) of every subnet and underlay seen so far
@@ -29,8 +30,10 @@ def check_overlays(topology: Topology, by_place: dict, report: Report) -> None:
                 report(overlay.origin + ("vni",), f"overlays {vxlan_ports[key]!r} and {overlay.name!r} both use "
                        f"VNI {overlay.vni} on port {overlay.port}", "give each VXLAN overlay its own VNI")
             vxlan_ports[key] = overlay.name
-        if len(overlay.subnets) < 2:
-            report(overlay.origin + ("subnets",), f"overlay {overlay.name!r} joins {len(overlay.subnets)} host(s); "
+        # A subnet that did not parse still names a host the overlay joins.
+        given = len(overlay.subnets) + sum(1 for p in flawed if p[:-1] == overlay.origin + ("subnets",))
+        if given < 2:
+            report(overlay.origin + ("subnets",), f"overlay {overlay.name!r} joins {given} host(s); "
                    "an overlay needs at least two")
         for host_name, subnet in overlay.subnets:
             path = overlay.origin + ("subnets", host_name)
@@ -39,7 +42,9 @@ def check_overlays(topology: Topology, by_place: dict, report: Report) -> None:
                 report(path, f"overlay {overlay.name!r}: unknown host {host_name!r}",
                        f"hosts are: {', '.join(hosts)}", key=True)
                 continue
-            if host.address is None:
+            if host.address is None and flawed_under(flawed, host.origin + ("address",)):
+                pass  # its address did not parse: that is the error
+            elif host.address is None:
                 report(path, f"overlay {overlay.name!r}: host {host_name!r} has no underlay address",
                        f"give it one: hosts: {{{host_name}: {{address: <its underlay address>/<prefix>}}}}", key=True)
             elif overlay.type == "vxlan" and host.mtu - vxlan_overhead(host) < 68 and host.name not in mtu_reported:
@@ -50,17 +55,18 @@ def check_overlays(topology: Topology, by_place: dict, report: Report) -> None:
                 if subnet.version == network.version and subnet.overlaps(network):
                     report(path, f"subnet {subnet} of host {host_name!r} overlaps {network} ({what})")
             claimed.append((subnet, f"host {host_name!r} in overlay {overlay.name!r}", path))
-            _check_container_addresses(topology, by_place, overlay.name, host_name, subnet, report)
+            _check_container_addresses(topology, by_place, overlay.name, host_name, subnet, report, flawed)
         _check_families(topology, overlay, report)
         if overlay.type == "host-gw":
             _check_shared_underlay(topology, overlay, report)
 
 
-def _check_container_addresses(topology: Topology, by_place: dict, overlay: str, host: str, subnet, report: Report) -> None:
+def _check_container_addresses(topology: Topology, by_place: dict, overlay: str, host: str, subnet, report: Report,
+                               flawed: set[tuple]) -> None:
     """Containers of a host live in its subnet: that is what the other hosts route to it."""
     for ns in topology.namespaces:
-        if ns.host != host:
-            continue
+        if ns.host != host or flawed_under(flawed, ns.origin + ("host",)):
+            continue  # (a namespace whose host: is wrong may be meant for another host)
         for name, origin, addresses in by_place.get(Place(host, ns.name), []):
             base = origin[:-1] if origin and origin[-1] == "name" else origin
             for i, address in enumerate(addresses):

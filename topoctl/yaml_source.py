@@ -106,26 +106,39 @@ def _to_data(node: yaml.Node, path: tuple, marks: Marks, budget: _Budget, loader
     raise _Problem(getattr(node, "start_mark", None), "unsupported YAML node")
 
 
-def _unclosed_bracket(text: str) -> tuple[int, int] | None:
-    """The line and column of the last '[' or '{' never closed, outside quotes and comments."""
-    stack: list[tuple[int, int]] = []
-    quote = ""
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        previous = " "
-        for col_no, char in enumerate(line, start=1):
-            if quote:
-                if char == quote:
-                    quote = ""
-            elif char in "\"'" and previous in " [{,:":
-                quote = char
-            elif char == "#" and previous.isspace():
-                break
-            elif char in "[{":
-                stack.append((line_no, col_no))
-            elif char in "]}" and stack:
-                stack.pop()
-            previous = char
-    return stack[-1] if stack else None
+_CLOSING = {"[": "]", "{": "}"}
+
+
+def _unclosed_brackets(text: str) -> dict[tuple[int, int], str]:
+    """Where each '[' or '{' that is never closed opens, in order, by YAML's own scanner (so
+    quotes, comments and brackets inside plain scalars count as YAML counts them). Scanning
+    stops at a scanner error; what is open there counts as unclosed."""
+    opened: list[tuple[tuple[int, int], str]] = []
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken)):
+                opened.append((_pos(token.start_mark), "[" if isinstance(token, yaml.FlowSequenceStartToken) else "{"))
+            elif isinstance(token, (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken)) and opened:
+                opened.pop()
+    except yaml.YAMLError:
+        pass
+    return dict(opened)  # in the order they open
+
+
+def _where_it_opens(err: yaml.MarkedYAMLError, text: str) -> tuple[tuple[int, int], str] | None:
+    """For an error met inside something left open, where that opens, and the bracket ("" for
+    a quote): the parser notices an unclosed '[' only at the next line's ':' or at the end."""
+    problem = err.problem or ""
+    if err.context_mark is not None and "quoted scalar" in (err.context or "") and "end of stream" in problem:
+        return _pos(err.context_mark), ""
+    unclosed = _unclosed_brackets(text)
+    where = None
+    flow = err.context_mark is not None and (err.context or "").startswith("while parsing a flow")
+    if flow and _pos(err.context_mark) in unclosed:
+        where = _pos(err.context_mark)  # the collection the parser was in never closes
+    if where is None and ("end of stream" in problem or "<stream end>" in problem) and unclosed:
+        where = list(unclosed)[-1]
+    return None if where is None else (where, unclosed[where])
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
@@ -152,18 +165,20 @@ def _parse_yaml(text: str, file: str, loader_class) -> tuple[Any, Marks]:
             raise InvalidTopology([Diagnostic(file, 1, 1, "the file is empty", "start from topologies/docker0.yaml")])
         data = _to_data(node, (), marks, _Budget(), loader)
     except yaml.MarkedYAMLError as err:
-        line, col = _pos(err.problem_mark or err.context_mark)
-        if "end of stream" in (err.problem or "") or "<stream end>" in (err.problem or ""):
-            # Something was left open: point at where it opens, not at the end of the file.
-            if err.context_mark is not None and "quoted scalar" in (err.context or ""):
-                line, col = _pos(err.context_mark)
-            else:
-                line, col = _unclosed_bracket(text) or (line, col)
         message = err.problem or err.context or "malformed YAML"
         if err.context and err.problem:
             message = f"{err.context}, {err.problem}"
-        raise InvalidTopology([Diagnostic(file, line, col, f"malformed YAML: {message}",
-                                          "check indentation, colons and quotes")]) from None
+        hint = "check indentation, colons and quotes"
+        line, col = _pos(err.problem_mark or err.context_mark)
+        opened = _where_it_opens(err, text)
+        if opened is not None:
+            # Something left open is reported where it opens, not where the parser gave up.
+            (line, col), bracket = opened
+            if bracket:
+                stop = _pos(err.problem_mark)
+                message = f"{bracket!r} is never closed: {message} at line {stop[0]}, column {stop[1]}"
+                hint = f"close it with {_CLOSING[bracket]!r}"
+        raise InvalidTopology([Diagnostic(file, line, col, f"malformed YAML: {message}", hint)]) from None
     except yaml.reader.ReaderError as err:
         before = text[: err.position]
         line, col = before.count("\n") + 1, err.position - (before.rfind("\n") + 1) + 1

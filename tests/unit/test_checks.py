@@ -67,3 +67,86 @@ def test_host_routes_render_with_their_ownership_records():
     teardown = render_teardown(context)
     assert "ip -4 route del 10.244.2.0/24 via 10.168.0.3 dev eth0" in teardown
     assert "rm -f /run/topoctl/routes/t/254_10.244.2.0_24_0" in teardown
+
+
+# --- follow-ons: a check that depends on a value already found invalid is not reported, and
+# problems of single values come before problems between objects.
+
+def validate_output(body: str, tmp_path) -> tuple[int, list[str]]:
+    from typer.testing import CliRunner
+
+    from topoctl.cli import app
+
+    path = tmp_path / "t.yaml"
+    path.write_text(HEAD + body)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert not isinstance(result.exception, Exception), result.exception
+    return result.exit_code, [line.replace(str(path), "t.yaml") for line in result.stderr.splitlines()]
+
+
+ADDRESS_HINT = "  hint: write it as 172.17.0.2/16 or fd00::2/64"
+VETH = "links:\n  - type: veth\n    endpoints:\n      - {a}\n      - {b}\n"
+
+FOLLOW_ONS = [
+    ("invalid-address-hides-unreachable-gateway",
+     "namespaces:\n  a:\n    routes:\n      - {to: default, via: 10.0.0.1}\n"
+     + VETH.format(a="{namespace: a, name: eth0, addresses: [10.0.0.300/24]}", b="{name: v0, addresses: [10.0.0.1/24]}"),
+     ["t.yaml:11:48: error: '10.0.0.300/24' is not a valid address with prefix length", ADDRESS_HINT,
+      "1 problem found"]),
+    ("invalid-underlay-address-is-not-a-missing-one",
+     "hosts:\n  n1: {address: 10.168.0.300/24}\n  n2: {address: 10.168.0.3/24}\n"
+     "overlays:\n  - {name: f, type: vxlan, subnets: {n1: 10.244.1.0/24, n2: 10.244.2.0/24}}\n",
+     ["t.yaml:5:17: error: '10.168.0.300/24' is not a valid address with prefix length", ADDRESS_HINT,
+      "1 problem found"]),
+    ("invalid-subnet-still-counts-as-a-member",
+     "hosts:\n  n1: {address: 10.168.0.2/24}\n  n2: {address: 10.168.0.3/24}\n"
+     "overlays:\n  - {name: f, type: vxlan, subnets: {n1: 10.244.1.5/24, n2: 10.244.2.0/24}}\n",
+     ["t.yaml:8:42: error: '10.244.1.5/24' has host bits set", "  hint: did you mean 10.244.1.0/24?",
+      "1 problem found"]),
+    ("missing-host-does-not-make-a-veth-join-hosts",
+     "hosts: {n1: {}, n2: {}}\nbridges:\n  br0: {host: n2}\nnamespaces:\n  a: {}\n"
+     + VETH.format(a="{namespace: a, name: eth0}", b="{bridge: br0, name: v0}"),
+     ["t.yaml:8:6: error: namespace a: 'host' is required when the file has more than one host",
+      "  hint: add host: one of n1, n2", "1 problem found"]),
+    ("unknown-host-of-a-bridge-does-not-make-a-veth-join-hosts",
+     "hosts: {n1: {}, n2: {}}\nbridges:\n  br0: {host: n3}\nnamespaces:\n  a: {host: n1}\n"
+     + VETH.format(a="{namespace: a, name: eth0}", b="{bridge: br0, name: v0}"),
+     ["t.yaml:6:15: error: bridge br0: unknown host 'n3'", "  hint: hosts are: n1, n2", "1 problem found"]),
+    ("bridge-without-host-is-not-a-name-clash-on-the-first-host",
+     "hosts: {n1: {}, n2: {}}\nbridges:\n  br0: {host: n1}\n  br1: {name: br0}\n",
+     ["t.yaml:7:8: error: bridge br1: 'host' is required when the file has more than one host",
+      "  hint: add host: one of n1, n2", "1 problem found"]),
+    ("misplaced-endpoint-is-not-a-name-clash",
+     "namespaces:\n  a: {}\nbridges:\n  br0: {}\n"
+     + VETH.format(a="{namespace: a, name: eth0}", b="{namespace: a, bridge: br0, name: eth0}"),
+     ["t.yaml:12:9: error: endpoint 'eth0' names namespace and bridge; give exactly one",
+      "  hint: namespace: inside a container; bridge: a port of that bridge; host: the host's own namespace",
+      "1 problem found"]),
+    ("host-route-on-an-unknown-host-is-not-checked-against-another",
+     "hosts: {n1: {address: 10.168.0.2/24}}\nroutes:\n  - {host: n9, to: 10.244.2.0/24, via: 10.9.0.3}\n",
+     ["t.yaml:6:12: error: route: unknown host 'n9'", "  hint: hosts are: n1", "1 problem found"]),
+    # what does not follow from the bad value is still reported, after it
+    ("independent-problems-stay-and-come-after-the-bad-value",
+     "namespaces:\n  a:\n    routes:\n      - {to: default, via: 10.9.0.1}\n"
+     + VETH.format(a="{namespace: zz, name: eth0}", b="{namespace: a, name: eth0, addresses: [10.0.0.2/24, 10.0.0.1/33]}"),
+     ["t.yaml:12:61: error: '10.0.0.1/33' is not a valid address with prefix length", ADDRESS_HINT,
+      "t.yaml:11:21: error: unknown namespace 'zz'", "  hint: namespaces are: a",
+      "2 problems found"]),
+]
+
+
+@pytest.mark.parametrize("body, expected", [f[1:] for f in FOLLOW_ONS], ids=[f[0] for f in FOLLOW_ONS])
+def test_a_follow_on_of_an_invalid_value_is_not_reported(body, expected, tmp_path):
+    assert validate_output(body, tmp_path) == (2, expected)
+
+
+def test_the_gateway_check_still_runs_where_the_addresses_are_all_valid(tmp_path):
+    """An invalid address elsewhere (on the host end) leaves namespace a's subnets known."""
+    body = ("namespaces:\n  a:\n    routes:\n      - {to: default, via: 10.9.0.1}\n"
+            + VETH.format(a="{namespace: a, name: eth0, addresses: [10.0.0.2/24]}",
+                          b="{name: v0, addresses: [10.0.0.1/24, 10.0.0.300/24]}"))
+    assert validate_output(body, tmp_path) == (2, [
+        "t.yaml:12:45: error: '10.0.0.300/24' is not a valid address with prefix length", ADDRESS_HINT,
+        "t.yaml:7:28: error: gateway 10.9.0.1 is not on any connected subnet of namespace 'a'",
+        "  hint: connected subnets: 10.0.0.0/24",
+        "2 problems found"])

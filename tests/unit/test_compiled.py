@@ -3,8 +3,11 @@ never from a directory others can write."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +70,48 @@ def test_the_cache_can_be_turned_off(cache, tmp_path, monkeypatch):
 def test_the_key_covers_the_code_that_validates(cache):
     assert compiled.key_for(b"x") != compiled.key_for(b"y")
     assert "checks.py" in compiled._SOURCES and "topology.schema.json" in compiled._SOURCES
+
+
+# Run in a fresh interpreter: load every example (once parsed and stored, once from the cache)
+# and an invalid file, then print each file of the package that was executed (sys.modules) or
+# opened (the audit hook sees every open(), importlib.resources' included).
+_LIST_WHAT_LOADING_USES = r"""
+import json, os, sys
+from pathlib import Path
+opened = set()
+sys.addaudithook(lambda event, args: opened.add(str(args[0])) if event == "open" and isinstance(args[0], str) else None)
+from topoctl.errors import InvalidTopology
+from topoctl.loader import load_file
+for path in sys.argv[1:]:
+    for _ in range(2):
+        try:
+            load_file(path)
+        except InvalidTopology:
+            pass
+package = Path(os.path.abspath(sys.modules["topoctl"].__file__)).parent  # abspath: the schema is a symlink
+used = {Path(os.path.abspath(m.__file__)) for n, m in list(sys.modules.items())
+        if (n == "topoctl" or n.startswith("topoctl.")) and getattr(m, "__file__", None)}
+used |= {Path(os.path.abspath(p)) for p in opened if not p.endswith(".pyc")}
+print(json.dumps(sorted(str(p.relative_to(package)) for p in used if p.is_relative_to(package))))
+"""
+
+
+def test_the_key_covers_every_file_that_loading_executes_or_reads(tmp_path):
+    """compiled._SOURCES must name each package file a load runs or reads, or a change to that
+    file would be served a Topology it might no longer give; the failure names the file."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: topoctl/v1\nkind: Topology\nname: t\nbridges: {br0: {addresses: [10.0.0.300/24]}}\n"
+                   "namespaces:\n  a: {routes: [{to: default, via: 10.9.0.1}], sysctls: {net.ipv4.ip_forward: '010'}}\n")
+    files = [str(p) for p in sorted((ROOT / "topologies").glob("*.yaml"))] + [str(bad)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOPOCTL_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("TOPOCTL_NO_CACHE", None)
+    proc = subprocess.run([sys.executable, "-c", _LIST_WHAT_LOADING_USES, *files], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    used = json.loads(proc.stdout)
+    assert list((tmp_path / "cache").glob("*.pickle")), "the cache path was not exercised"
+    assert "loader.py" in used and "topology.schema.json" in used  # the listing itself works
+    missing = [name for name in used if name not in compiled._SOURCES]
+    assert not missing, f"loading uses {missing}, which compiled._SOURCES (the cache key) leaves out"
+    package = Path(compiled.__file__).parent
+    assert all((package / name).is_file() for name in compiled._SOURCES)

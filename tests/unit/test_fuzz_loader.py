@@ -72,3 +72,33 @@ def test_any_bytes_from_a_file(tmp_path_factory, data):
         load_file(path)
     except InvalidTopology:
         pass
+
+
+sysctl_values = st.one_of(
+    st.integers(-2**40, 2**40),
+    st.text(max_size=12),
+    st.lists(st.one_of(st.integers(-99999, 99999).map(str), st.sampled_from(["0", "00", "07", "010", "08", "0x1f", "-0x10"])),
+             min_size=1, max_size=4).flatmap(lambda tokens: st.sampled_from([" ", "  ", "\t", " \t "]).map(
+                 lambda sep: sep.join(tokens))),
+)
+
+
+@FUZZ
+@given(sysctl_values)
+def test_a_sysctl_value_loads_to_a_fixed_point_that_means_what_the_kernel_reads(value):
+    """Whatever the value: an error, or a canonical form that loads to itself and, for numbers,
+    holds the values the kernel would have read from what was written."""
+    from topoctl.model import canonical_sysctl, kernel_integer
+
+    text = "apiVersion: topoctl/v1\nkind: Topology\nname: f\nnamespaces:\n  a:\n    sysctls:\n      net.core.x: "
+    try:
+        topology = load_text(text + yaml.safe_dump(value, default_style='"' if isinstance(value, str) else None).strip()
+                             + "\n", "fuzz.yaml")
+    except InvalidTopology as invalid:
+        assert all(d.line == 7 for d in invalid.diagnostics)
+        return
+    [(_, held)] = topology.namespaces[0].sysctls
+    assert canonical_sysctl(held) == held and held == held.strip() and "  " not in held and "\t" not in held
+    written = str(value).split()
+    if written and all(kernel_integer(t) is not None for t in written):
+        assert [int(t) for t in held.split()] == [kernel_integer(t) for t in written]

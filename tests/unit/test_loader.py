@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from topoctl.loader import load_file, load_text
 from topoctl.model import Topology
 
 REPO = Path(__file__).resolve().parents[2]
-TOPOCTL = REPO / ".venv" / "bin" / "topoctl"
+# The interpreter running the tests, on this tree's package: a work tree has no .venv of its own.
+TOPOCTL = (sys.executable, "-m", "topoctl")
 EXAMPLES = sorted((REPO / "topologies").glob("*.yaml"))
 HEAD = "apiVersion: topoctl/v1\nkind: Topology\nname: t\n"  # lines 1-3
 YAML_HINT = "check indentation, colons and quotes"
@@ -55,7 +57,7 @@ def cli_validate(*args: str):
 def run_topoctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
     env["NO_COLOR"] = "1"
-    return subprocess.run([str(TOPOCTL), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run([*TOPOCTL, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
 def diagnostics_of(text: str, file: str = "t.yaml") -> list[Diagnostic]:
@@ -86,7 +88,8 @@ BAD_INPUTS = [
     Bad("yaml-misaligned-key", HEAD + "bridges:\n  br0:\n    mtu: 1500\n   stp: true\n",
         7, 4, "malformed YAML: while parsing a block mapping", YAML_HINT),
     Bad("yaml-unclosed-bracket", HEAD + "bridges:\n  br0:\n    addresses: [10.0.0.1/24\n    mtu: 1500\n" + NS_A,
-        7, 8, "while parsing a flow sequence, expected ',' or ']', but got ':'", YAML_HINT),
+        6, 16, "'[' is never closed: while parsing a flow sequence, expected ',' or ']', but got ':' at line 7, column 8",
+        "close it with ']'"),  # where the '[' opens, not the next line's ':' where the parser stops
     Bad("yaml-tab-indent", HEAD + "bridges:\n\tbr0: {}\n",
         5, 1, "found character '\\t' that cannot start any token", YAML_HINT),
     Bad("yaml-python-object-tag", HEAD + "namespaces: !!python/object:os.system {}\n",
@@ -436,3 +439,120 @@ def test_unclosed_quote_points_at_the_opening_quote() -> None:
     [d] = diagnostics_of(text)
     assert "while scanning a quoted scalar" in d.message and d.hint == YAML_HINT
     assert (d.line, d.column) == (6, 10)  # today: (10, 1)
+
+
+# --- an unclosed '[' or '{' is reported where it opens (docs/format.md, YAML rules)
+
+UNCLOSED = [
+    # (id, body from line 4, line, column, the exact message)
+    ("bracket-before-next-key", "bridges:\n  br0: {addresses: [10.0.0.1/24\n  br1: {}\n", 5, 20,
+     "malformed YAML: '[' is never closed: while parsing a flow sequence, expected ',' or ']', but got ':' at line 6, column 6"),
+    ("brace-at-end-of-file", "bridges: {br0: {}\n", 4, 10,
+     "malformed YAML: '{' is never closed: while parsing a flow mapping, expected ',' or '}', but got '<stream end>' "
+     "at line 5, column 1"),
+    ("bracket-at-end-of-file", "links: [\n", 4, 8,
+     "malformed YAML: '[' is never closed: while parsing a flow node, expected the node content, but found '<stream end>' "
+     "at line 5, column 1"),
+    ("brace-before-next-key", "bridges: {br0: {}\nnamespaces: {}\n", 4, 10,
+     "malformed YAML: '{' is never closed: while parsing a flow mapping, expected ',' or '}', but got '<scalar>' "
+     "at line 5, column 1"),
+    ("inner-bracket-of-a-list", "links:\n  - [1, 2\n  - [3]\n", 5, 5,
+     "malformed YAML: '[' is never closed: while parsing a flow sequence, expected ',' or ']', but got '[' at line 6, column 5"),
+    ("bracket-with-comment-after", "links: [1, 2  # ]\n", 4, 8,
+     "malformed YAML: '[' is never closed: while parsing a flow sequence, expected ',' or ']', but got '<stream end>' "
+     "at line 5, column 1"),
+]
+
+
+@pytest.mark.parametrize("body, line, column, message", [u[1:] for u in UNCLOSED], ids=[u[0] for u in UNCLOSED])
+def test_an_unclosed_bracket_is_reported_where_it_opens(body, line, column, message, tmp_path: Path) -> None:
+    [d] = diagnostics_of(HEAD + body)
+    assert (d.line, d.column, d.message) == (line, column, message)
+    assert d.hint == f"close it with {']' if message.split(chr(39))[1] == '[' else '}'!r}"
+    result, _, stderr = cli_validate(str(path := write(tmp_path, HEAD + body)))
+    assert result.exit_code == 2
+    assert stderr.splitlines() == [f"{path}:{line}:{column}: error: {message}", f"  hint: {d.hint}", "1 problem found"]
+
+
+@pytest.mark.parametrize("body, line, column, message", [
+    # closed on the same line, but wrong inside: the parser's own place is the right one
+    ("namespaces: {a: {routes: [{to: default via: 10.0.0.1}]}}\n", 4, 43,
+     "malformed YAML: while parsing a flow mapping, expected ',' or '}', but got ':'"),
+    ("bridges: {br0: [1, 2}}\n", 4, 21, "malformed YAML: while parsing a flow sequence, expected ',' or ']', but got '}'"),
+], ids=["missing-comma", "wrong-closer"])
+def test_a_closed_bracket_with_a_mistake_inside_is_reported_at_the_mistake(body, line, column, message) -> None:
+    [d] = diagnostics_of(HEAD + body)
+    assert (d.line, d.column, d.message, d.hint) == (line, column, message, YAML_HINT)
+
+
+# --- sysctl values: held as the kernel prints them, so that what is read back compares equal
+
+def sysctl_value(value: str | int, key: str = "net.ipv4.ip_local_port_range") -> str:
+    quoted = value if isinstance(value, int) else json.dumps(value)
+    topology = load_text(HEAD + f"namespaces:\n  a:\n    sysctls: {{{key}: {quoted}}}\n")
+    [(got_key, got)] = topology.namespaces[0].sysctls
+    assert got_key == key
+    return got
+
+
+@pytest.mark.parametrize("written, canonical", [
+    ("32768  60999", "32768 60999"),        # the issue: two spaces, the kernel prints a tab
+    ("32768\t60999", "32768 60999"),        # the kernel's own form
+    (" 32768 60999\n", "32768 60999"),
+    ("0x8000 60999", "32768 60999"),        # the kernel reads 0x as hex, prints decimal
+    ("4096\t0X20000   6291456", "4096 131072 6291456"),
+    (" 1", "1"),
+    ("01", "1"),                            # a leading 0 is octal, but 01 is 1 either way
+    ("00", "0"),
+    ("-0", "0"),
+    ("-1 -1", "-1 -1"),
+    (4096, "4096"),                         # a YAML integer
+    (-1, "-1"),
+    (" reno ", "reno"),                     # a string sysctl: only its whitespace is tidied
+    ("8080,9000-9010", "8080,9000-9010"),   # not all numbers: left as written
+    ("+1", "+1"),                           # the kernel refuses a '+'; the apply will say so
+])
+def test_a_sysctl_value_is_held_in_the_kernels_printed_form(written, canonical) -> None:
+    assert sysctl_value(written) == canonical
+
+
+def test_the_canonical_value_is_what_the_kernel_read_gives_for_what_the_kernel_prints(tmp_path, monkeypatch) -> None:
+    """The two sides of the comparison: kernel._read_sysctl on the text /proc/sys shows (probed:
+    ip_local_port_range "32768\\t60999\\n", tcp_rmem "4096\\t131072\\t6291456\\n") equals the model."""
+    from topoctl import kernel
+
+    for key, printed, written in [("net.ipv4.ip_local_port_range", "32768\t60999\n", "32768  60999"),
+                                  ("net.ipv4.tcp_rmem", "4096\t131072\t6291456\n", "4096 0x20000 6291456"),
+                                  ("net.ipv4.conf.all.rp_filter", "1\n", " 01")]:
+        proc = tmp_path / key
+        proc.write_text(printed)
+        monkeypatch.setattr(kernel, "sysctl_path", lambda _key, proc=proc: str(proc))
+        assert kernel._read_sysctl(key) == sysctl_value(written, key)
+
+
+SYSCTL_AT = (6, 44)  # the value of `    sysctls: {net.ipv4.conf.all.rp_filter: ...}` on line 6
+
+
+@pytest.mark.parametrize("written, message, hint", [
+    ('"010"', "sysctl net.ipv4.conf.all.rp_filter: the kernel reads '010' as octal, 8, not 10",
+     "write 8, or 10 without the leading 0"),
+    ('"08"', "sysctl net.ipv4.conf.all.rp_filter: the kernel refuses '08': a leading 0 means octal, which has no digit 8 or 9",
+     "write 8 without the leading 0"),
+    ('"1 -017"', "sysctl net.ipv4.conf.all.rp_filter: the kernel reads '-017' as octal, -15, not -17",
+     "write -15, or -17 without the leading 0"),
+    ('"  "', "sysctl net.ipv4.conf.all.rp_filter: the value is empty", "the kernel ignores an empty write; give the value"),
+], ids=["octal", "not-octal", "negative-octal", "empty"])
+def test_a_sysctl_value_the_kernel_would_read_otherwise_is_an_error(written, message, hint, tmp_path: Path) -> None:
+    text = HEAD + f"namespaces:\n  a:\n    sysctls: {{net.ipv4.conf.all.rp_filter: {written}}}\n"
+    [d] = diagnostics_of(text)
+    assert ((d.line, d.column), d.message, d.hint) == (SYSCTL_AT, message, hint)
+    result, _, stderr = cli_validate(str(path := write(tmp_path, text)))
+    assert result.exit_code == 2 and not isinstance(result.exception, Exception)
+    assert stderr.splitlines() == [f"{path}:6:44: error: {message}", f"  hint: {hint}", "1 problem found"]
+
+
+def test_a_host_sysctl_is_checked_and_held_the_same_way() -> None:
+    topology = load_text(HEAD + 'hosts:\n  h: {sysctls: {net.ipv4.ip_local_port_range: "32768  60999"}}\n')
+    assert topology.hosts[0].sysctls == (("net.ipv4.ip_local_port_range", "32768 60999"),)
+    [d] = diagnostics_of(HEAD + 'hosts:\n  h: {sysctls: {net.ipv4.ip_forward: "01 010"}}\n')
+    assert (d.line, d.column) == (5, 38) and "reads '010' as octal" in d.message

@@ -275,11 +275,108 @@ def test_json_form_is_stable_and_serialisable():
     assert {veth["a"]["netns"], veth["b"]["netns"]} == {HOST, "nginx-1"}
 
 
-def test_plans_are_deterministic():
-    ctx = context()
-    first = plan(ctx.desired, State(), "demo")
-    second = plan(context().desired, State(), "demo")
-    assert first == second
+SMALL = """
+apiVersion: topoctl/v1
+kind: Topology
+name: demo
+bridges:
+  br1: {addresses: [10.1.0.1/24]}
+  br0: {addresses: [10.0.0.1/24]}
+namespaces:
+  web:
+    routes: [{to: default, via: 10.1.0.1}]
+  db:
+    routes: [{to: default, via: 10.0.0.1}]
+    sysctls: {net.ipv4.ip_local_port_range: "32768  60999"}
+links:
+  - type: veth
+    endpoints:
+      - {namespace: web, name: eth0, addresses: [10.1.0.2/24]}
+      - {bridge: br1, name: veth-web}
+  - type: veth
+    endpoints:
+      - {namespace: db, name: eth0, addresses: [10.0.0.2/24]}
+      - {bridge: br0, name: veth-db}
+"""
+
+
+def test_a_plan_is_in_the_documented_order():
+    """docs/architecture.md: sorted by (phase, namespace, subject), the root namespace first.
+    The file lists web before db and br1 before br0, so file order would fail, and so would a
+    reversed sort."""
+    the_plan = plan(context(SMALL, emulate=False).desired, State(), "demo")
+    assert [(a.verb, a.subject()) for a in the_plan.actions] == [
+        ("create", "namespace db"),
+        ("create", "namespace web"),
+        ("change", "sysctl net.ipv4.ip_local_port_range in db"),
+        ("create", "bridge br0 in (root)"),
+        ("create", "bridge br1 in (root)"),
+        ("create", "veth veth-db in (root) <-> eth0 in db"),
+        ("create", "veth veth-web in (root) <-> eth0 in web"),
+        ("create", "address 10.0.0.1/24 on br0 in (root)"),
+        ("create", "address 10.1.0.1/24 on br1 in (root)"),
+        ("create", "address 10.0.0.2/24 on eth0 in db"),
+        ("create", "address 10.1.0.2/24 on eth0 in web"),
+        ("create", "route default in db"),
+        ("create", "route default in web"),
+    ]
+    assert the_plan.actions[2].new == "32768 60999"  # the kernel's form, as read back
+
+
+def _many_containers(count: int = 12) -> str:
+    """A file whose sets (addresses, routes, sysctls, links) hold enough members, in both
+    families, for their iteration order to differ between hash seeds."""
+    lines = ["apiVersion: topoctl/v1", "kind: Topology", "name: demo", "bridges:",
+             "  br0: {addresses: [10.0.0.1/16, 'fd00::1/64']}", "namespaces:"]
+    for i in range(count):
+        lines += [f"  c{i:02d}:", "    routes: [{to: default, via: 10.0.0.1}, {to: default, via: 'fd00::1'}]",
+                  f"    sysctls: {{net.ipv4.conf.eth0.rp_filter: {i % 3}, net.ipv4.ip_forward: 1}}"]
+    lines.append("links:")
+    for i in range(count):
+        lines += ["  - type: veth", "    endpoints:",
+                  f"      - {{namespace: c{i:02d}, name: eth0, addresses: [10.0.{i}.2/16, 'fd00::{i + 2:x}/64']}}",
+                  f"      - {{bridge: br0, name: veth-c{i:02d}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def determinism_case_json() -> str:
+    """One plan with creations, changes and deletions, as `plan -o json` prints it (run in
+    subprocesses by the test below, each with its own PYTHONHASHSEED)."""
+    ctx = context(_many_containers())
+    live = as_live(ctx.desired)
+    for i in range(0, 12, 3):  # missing: recreated
+        del live.links[(f"c{i:02d}", "eth0")]
+    for i in range(1, 12, 3):  # drifted and extra: changed, deleted
+        live.sysctls[(f"c{i:02d}", "net.ipv4.ip_forward")] = "0"
+        live.addresses.add(Address(f"c{i:02d}", "eth0", ipaddress.ip_interface(f"10.0.{i}.99/16")))
+        live.add_route(RouteEntry(f"c{i:02d}", ipaddress.ip_network(f"10.{i}.0.0/16"), ipaddress.ip_address("10.0.0.1"),
+                                  "eth0", owner="demo"))
+        live.namespaces[f"old-{i}"] = Netns(f"old-{i}", owner="demo", host="local")
+        live.links[(HOST, f"br-old{i}")] = Link(HOST, f"br-old{i}", "bridge", owner="demo", mtu=1500)
+    return json.dumps(plan(ctx.desired, live, "demo").as_json())
+
+
+def test_plans_are_deterministic_across_processes_and_hash_seeds():
+    """The same inputs give the same JSON plan, byte for byte, whatever order Python's string
+    hashing gives its sets and dicts (PYTHONHASHSEED), in fresh interpreters."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = "from tests.unit.test_planner import determinism_case_json; print(determinism_case_json())"
+    outputs = {}
+    for seed in ("0", "1", "2", "3", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, cwd=root, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()
+        outputs[seed] = proc.stdout
+    assert len(set(outputs.values())) == 1, "the plan depends on PYTHONHASHSEED"
+    data = json.loads(outputs["0"])
+    kinds = {(a["action"], a["type"]) for a in data["actions"]}
+    assert {("create", "link"), ("change", "sysctl"), ("delete", "address"), ("delete", "route"),
+            ("delete", "namespace"), ("delete", "link")} <= kinds  # every part of the plan took part
 
 
 def test_one_host_selected_leaves_the_other_alone():
@@ -348,3 +445,23 @@ def test_writing_a_namespace_wide_key_writes_that_namespaces_interface_keys_agai
     keys = [a.key for a in plan(ctx.desired, live, "demo").actions if isinstance(a, SetSysctl)]
     # all.forwarding=1 sets eth0's too, so eth0's own 0 is written after it
     assert keys == ["net.ipv4.conf.all.forwarding", "net.ipv4.conf.eth0.forwarding"]
+
+
+def test_a_sysctl_written_unlike_the_kernel_prints_it_converges():
+    """Issue 11: "32768  60999" in the file, "32768\\t60999" in /proc/sys (read back by
+    kernel._read_sysctl as "32768 60999"): the plan after an apply is empty, and the apply and the
+    rendered script both write the kernel's form."""
+    from topoctl.render import render_build
+
+    text = DOCKER0.replace("sysctls: {net.ipv4.ip_forward: 1}",
+                           'sysctls: {net.ipv4.ip_local_port_range: "32768  60999", net.ipv4.tcp_rmem: "4096 0x20000  6291456"}')
+    ctx = context(text)
+    live = as_live(ctx.desired)
+    live.sysctls[("nginx-1", "net.ipv4.ip_local_port_range")] = "32768 60999"
+    live.sysctls[("nginx-1", "net.ipv4.tcp_rmem")] = "4096 131072 6291456"
+    assert plan(ctx.desired, live, "demo").empty
+    writes = [(a.key, a.new) for a in plan(ctx.desired, State(), "demo").actions if isinstance(a, SetSysctl)]
+    assert writes == [("net.ipv4.ip_local_port_range", "32768 60999"), ("net.ipv4.tcp_rmem", "4096 131072 6291456")]
+    script = render_build(ctx)
+    assert "ip netns exec nginx-1 sysctl -qw 'net.ipv4.ip_local_port_range=32768 60999'" in script
+    assert "ip netns exec nginx-1 sysctl -qw 'net.ipv4.tcp_rmem=4096 131072 6291456'" in script
