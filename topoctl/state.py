@@ -45,11 +45,13 @@ def link_mac(topology: str, place: str, where: str, name: str) -> str:
     `netns` (container namespace `where`), `host` (host `where`'s own namespace, emulated or not)
     or `underlay` (`where` empty). Each field goes in with its length: no two inputs run together."""
     assert place in LINK_MAC_PLACES
-    fields = (part.encode() for part in (topology, place, where, name))
-    data = b"".join(len(part).to_bytes(2, "big") + part for part in fields)
+    data = bytearray()
+    for part in (topology, place, where, name):
+        raw = part.encode()
+        data += len(raw).to_bytes(2, "big") + raw
     mac = bytearray(hashlib.blake2b(data, digest_size=6, person=_LINK_MAC_PERSON).digest())
     mac[0] = (mac[0] & 0xFE) | 0x02  # unicast (bit 0 clear), locally administered (bit 1 set)
-    return ":".join(f"{b:02x}" for b in mac)
+    return mac.hex(":")
 
 
 def scope_label(scope: Scope) -> str:
