@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from .model import Endpoint, Place, Route, Topology, derived_mac, place_of
 from .overlay import add_overlays, add_underlay
-from .state import Address, Link, Netns, RouteEntry, Scope, State, interface_order, route_family_default_metric
+from .state import (Address, Link, Netns, RouteEntry, Scope, State, interface_order, link_mac,
+                    route_family_default_metric)
 
 LOOPBACK = "lo"
 
@@ -48,11 +49,22 @@ def container_names(topology: Topology, realisation: Realisation) -> list[str]:
     return sorted(ns.name for ns in topology.namespaces if ns.host in selected)
 
 
+def endpoint_mac(topology: Topology, end: Endpoint, place: Place) -> str:
+    """A veth end's MAC: the file's, or one derived from where it lives (the host, or the
+    container namespace) and its name, the same whether the host is emulated or not."""
+    if end.mac is not None:
+        return end.mac
+    if place.namespace is not None:
+        return link_mac(topology.name, "netns", place.namespace, end.name)
+    return link_mac(topology.name, "host", place.host, end.name)
+
+
 def _endpoint_link(topology: Topology, realisation: Realisation, end: Endpoint, peer: Endpoint) -> Link:
-    scope = realisation.scope_of(place_of(topology, end))
+    place = place_of(topology, end)
+    scope = realisation.scope_of(place)
     peer_scope = realisation.scope_of(place_of(topology, peer))
     return Link(
-        scope=scope, name=end.name, kind="veth", up=end.up, mtu=end.mtu, mac=end.mac,
+        scope=scope, name=end.name, kind="veth", up=end.up, mtu=end.mtu, mac=endpoint_mac(topology, end, place),
         master=topology.bridge(end.bridge).name if end.bridge else None, peer=(peer_scope, peer.name),
         owner=topology.name,
     )

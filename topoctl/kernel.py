@@ -8,6 +8,7 @@ whole run; sockets for many namespaces are opened by one thread entering each in
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import contextlib
@@ -473,7 +474,39 @@ def _set_link(kernel: Kernel, action: SetLink, topology: str) -> None:
     if vxlan:
         kernel.rtnl(link.scope).link_set(index, kind="vxlan", data=vxlan)
     if attributes or up is not None:
-        kernel.rtnl(link.scope).link_set(index, up=up, attributes=attributes)
+        request = functools.partial(kernel.rtnl(link.scope).link_set, index, up=up, attributes=attributes)
+        if any(change.attribute == "mac" for change in action.changes):
+            ns.run_in_netns(link.scope, lambda: _announcing(link.name, request))
+        else:
+            request()
+
+
+# Neighbours keep an old MAC until their entry expires (tens of seconds, measured); with these on
+# for the change, the kernel tells them the new one (gratuitous ARP, unsolicited NA).
+_ANNOUNCE = ("/proc/sys/net/ipv4/conf/{}/arp_notify", "/proc/sys/net/ipv6/conf/{}/ndisc_notify")
+
+
+def _swap_key(path: str, value: str) -> str:
+    with open(path, "r+", encoding="ascii") as key:
+        old = key.read().strip()
+        key.seek(0)
+        key.write(value)
+    return old
+
+
+def _announcing(name: str, request: Callable[[], None]) -> None:
+    """Run `request` (a MAC change) with the interface's announcements on, inside its namespace.
+    Best effort: a key that cannot be written (no IPv6) costs only its announcement."""
+    saved = {}
+    for path in (template.format(name) for template in _ANNOUNCE):
+        with contextlib.suppress(OSError):
+            saved[path] = _swap_key(path, "1")
+    try:
+        request()
+    finally:
+        for path, value in saved.items():
+            with contextlib.suppress(OSError):
+                _swap_key(path, value)
 
 
 def _set_sysctl(kernel: Kernel, action: SetSysctl, topology: str) -> None:

@@ -7,7 +7,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from .model import Host, Overlay, Topology, derived_mac, underlay_interface, vtep_address, vxlan_overhead
-from .state import Address, Fdb, Link, Neighbour, RouteEntry, State, Vxlan, route_family_default_metric
+from .state import Address, Fdb, Link, Neighbour, RouteEntry, State, Vxlan, link_mac, route_family_default_metric
 
 if TYPE_CHECKING:
     from .desired import Realisation
@@ -44,10 +44,11 @@ def add_underlay(state: State, topology: Topology, realisation: "Realisation") -
         host_scope = realisation.host_scope(host.name)
         port = underlay_port(host.name)
         interface = underlay_interface(host, emulate=True)
+        # Derived MACs, as for every veth: the other hosts cache this end's, and a re-made cable keeps it.
         state.add_link(Link(scope=host_scope, name=interface, kind="veth", up=True, mtu=host.mtu,
-                            peer=(scope, port), owner=owner))
+                            mac=link_mac(owner, "host", host.name, interface), peer=(scope, port), owner=owner))
         state.add_link(Link(scope=scope, name=port, kind="veth", up=True, mtu=host.mtu, master=UNDERLAY_BRIDGE,
-                            peer=(host_scope, interface), owner=owner))
+                            mac=link_mac(owner, "underlay", "", port), peer=(host_scope, interface), owner=owner))
         state.addresses.add(Address(host_scope, interface, host.address))
 
 

@@ -6,6 +6,7 @@ keys fixed (table, destination, metric).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -30,6 +31,27 @@ def owner_from_alias(alias: str | None) -> str | None:
     if alias and alias.startswith(OWNER_PREFIX):
         return alias[len(OWNER_PREFIX):] or None
     return None
+
+
+# blake2b's personalisation keeps these digests apart from every other use of the hash. Changing
+# it, or the input below, changes every derived MAC: an outage of its own (see promises.md).
+_LINK_MAC_PERSON = b"topoctl.mac.v1"
+LINK_MAC_PLACES = ("netns", "host", "underlay")
+
+
+def link_mac(topology: str, place: str, where: str, name: str) -> str:
+    """The MAC of an interface topoctl makes without a `mac` in the file, from names only: a
+    re-created interface gets its old MAC back, so its neighbours' caches stay right. `place` is
+    `netns` (container namespace `where`), `host` (host `where`'s own namespace, emulated or not)
+    or `underlay` (`where` empty). Each field goes in with its length: no two inputs run together."""
+    assert place in LINK_MAC_PLACES
+    data = bytearray()
+    for part in (topology, place, where, name):
+        raw = part.encode()
+        data += len(raw).to_bytes(2, "big") + raw
+    mac = bytearray(hashlib.blake2b(data, digest_size=6, person=_LINK_MAC_PERSON).digest())
+    mac[0] = (mac[0] & 0xFE) | 0x02  # unicast (bit 0 clear), locally administered (bit 1 set)
+    return mac.hex(":")
 
 
 def scope_label(scope: Scope) -> str:

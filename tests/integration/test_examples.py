@@ -66,10 +66,15 @@ def test_routed_traffic_really_goes_through_the_router(sandbox_factory):
     assert box.ping(box.ns("blue-1"), "10.2.0.10")
 
 
-def _declared_macs(box) -> set[tuple]:
+def _desired_macs(box) -> dict[tuple, str]:
+    """Each link's MAC as the file gives it or derives it (every link topoctl makes has one)."""
     topology = load_file(box.path)
     context = Context(topology, realise(topology, None, True))
-    return {key for key, link in context.desired.links.items() if link.mac is not None}
+    return {key: link.mac for key, link in context.desired.links.items() if link.mac is not None}
+
+
+def _declared_macs(box) -> set[tuple]:
+    return set(_desired_macs(box))
 
 
 @pytest.mark.parametrize("flavor", ["ip", "brctl"])
@@ -78,6 +83,8 @@ def test_rendered_script_builds_the_same_state_as_apply(sandbox_factory, example
     box = sandbox_factory(example)
     box.apply()
     applied = normalised(box.show(), _declared_macs(box))
+    # the MACs apply set are the file's or the derived ones, so the script's can equal them
+    assert {(l["netns"], l["name"]): l["mac"] for l in applied["links"] if l["kind"] != "loopback"} == _desired_macs(box)
     box.run("destroy")
     assert box.leftovers() == []
 

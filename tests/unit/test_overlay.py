@@ -13,7 +13,7 @@ from topoctl.errors import InvalidTopology, UsageError
 from topoctl.loader import load_text
 from topoctl.overlay import vtep_mac
 from topoctl.planner import plan
-from topoctl.state import State
+from topoctl.state import State, link_mac
 
 from .test_planner import as_live
 
@@ -54,6 +54,25 @@ def test_vtep_macs_are_deterministic_unicast_and_locally_administered():
     assert mac == vtep_mac("c", "flannel", "node1") != vtep_mac("c", "flannel", "node2")
     first = int(mac.split(":")[0], 16)
     assert first & 0x01 == 0 and first & 0x02 == 2
+
+
+def test_emulated_underlay_cables_have_derived_macs_and_vteps_keep_theirs():
+    desired = context(cluster(3)).desired
+    for i in (1, 2, 3):
+        host_end = desired.links[(f"c-node{i}", "eth0")]
+        port = desired.links[("c-underlay", f"u-node{i}")]
+        assert host_end.mac == link_mac("c", "host", f"node{i}", "eth0")
+        assert port.mac == link_mac("c", "underlay", "", f"u-node{i}")
+        # VTEP MACs stay derived from (topology, overlay, host): every host computes its peers'
+        assert desired.links[(f"c-node{i}", "flannel.1")].mac == vtep_mac("c", "flannel", f"node{i}")
+    macs = [link.mac for link in desired.links.values() if link.kind != "loopback"]
+    assert all(macs) and len(set(macs)) == len(macs)
+    # a re-created cable gets its MACs back, so the other hosts' neighbour entries stay right
+    live = as_live(desired)
+    del live.links[("c-node2", "eth0")]
+    (create,) = [a for a in plan(desired, live, "c").actions if type(a).__name__ == "CreateVeth"]
+    assert {create.a.mac, create.b.mac} == {desired.links[("c-node2", "eth0")].mac,
+                                            desired.links[("c-underlay", "u-node2")].mac}
 
 
 def test_host_gw_routes_via_each_remote_underlay_address():

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from topoctl.actions import (
     AddAddress,
     AddRoute,
+    Change,
     CreateBridge,
     CreateNamespace,
     CreateVeth,
@@ -24,9 +31,11 @@ from topoctl.actions import (
 )
 from topoctl.applier import Context, realise
 from topoctl.errors import OwnershipConflict
-from topoctl.loader import load_text
+from topoctl.loader import load_file, load_text
 from topoctl.planner import plan
-from topoctl.state import Address, Link, Netns, RouteEntry, State
+from topoctl.state import Address, Link, Netns, RouteEntry, State, link_mac
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DOCKER0 = """
 apiVersion: topoctl/v1
@@ -117,16 +126,107 @@ def test_link_attribute_drift_is_changed_in_place(attribute, drifted, expected_o
     assert change.new == getattr(ctx.desired.links[key], attribute)
 
 
-def test_declared_mac_drift_is_changed_but_undeclared_mac_is_not_managed():
+def test_declared_mac_drift_is_changed_in_place():
     text = DOCKER0.replace("name: eth0, addresses", 'name: eth0, mac: "02:42:AC:11:00:02", addresses')
     ctx = context(text)
     live = as_live(ctx.desired)
     assert ctx.desired.links[("nginx-1", "eth0")].mac == "02:42:ac:11:00:02"  # canonical form
     live.links[("nginx-1", "eth0")] = replace(live.links[("nginx-1", "eth0")], mac="02:42:ac:11:00:99")
-    live.links[(HOST, "veth-nginx1")] = replace(live.links[(HOST, "veth-nginx1")], mac="aa:bb:cc:dd:ee:ff")
     the_plan = plan(ctx.desired, live, "demo")
     assert kinds(the_plan) == ["SetLink"]
     assert the_plan.actions[0].link.name == "eth0"
+    assert the_plan.actions[0].changes == (Change("mac", "02:42:ac:11:00:99", "02:42:ac:11:00:02"),)
+
+
+# -- derived MACs: every link topoctl makes has one, so a re-created veth keeps its MAC ------------
+
+def _all_macs(text: str = DOCKER0) -> dict:
+    return {key: link.mac for key, link in context(text).desired.links.items() if link.kind != "loopback"}
+
+
+def test_every_link_topoctl_makes_has_a_mac_unicast_and_locally_administered():
+    for example in sorted((ROOT / "topologies").glob("*.yaml")):
+        desired = Context(load_file(example), realise(load_file(example), None, True)).desired
+        made = [link for link in desired.links.values() if link.kind != "loopback"]
+        assert made and all(link.mac for link in made), example.name
+        for link in made:
+            assert re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", link.mac), link  # canonical form
+            first = int(link.mac[:2], 16)
+            assert first & 0x01 == 0 and first & 0x02 == 0x02, link  # unicast, locally administered
+        macs = [link.mac for link in made]
+        assert len(set(macs)) == len(macs), example.name  # distinct within a topology
+
+
+def test_derived_macs_are_the_same_in_other_processes_whatever_their_hash_seed():
+    script = ("import json, sys; from tests.unit.test_planner import _all_macs; "
+              "json.dump(sorted([list(map(str, k)), m] for k, m in _all_macs().items()), sys.stdout)")
+    here = sorted([list(map(str, k)), m] for k, m in _all_macs().items())
+    for seed in ("0", "1", "4242", "random"):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        assert json.loads(out) == here, seed
+
+
+def test_derived_macs_differ_for_different_topology_place_or_name():
+    inputs = [(t, place, where, name) for t in ("demo", "demo2", "d") for place, where in
+              (("netns", "nginx-1"), ("netns", "nginx-2"), ("host", "nginx-1"), ("host", "local"), ("underlay", ""))
+              for name in ("eth0", "eth1", "veth-nginx1")]
+    # Fields that would run together without their lengths: (ab, c) against (a, bc).
+    inputs += [("ab", "netns", "c", "eth0"), ("a", "netns", "bc", "eth0"), ("a", "netns", "b", "ceth0"),
+               ("a", "netns", "bceth", "0"), ("demo", "host", "", "local/eth0"), ("demo/local", "host", "", "eth0")]
+    macs = [link_mac(*i) for i in inputs]
+    assert len(set(macs)) == len(inputs)
+    assert link_mac("demo", "netns", "nginx-1", "eth0") == link_mac("demo", "netns", "nginx-1", "eth0")
+    # the exact derivation (docs/format.md): blake2b, 6 bytes, person "topoctl.mac.v1", length-prefixed fields
+    data = b"".join(len(f).to_bytes(2, "big") + f for f in (b"demo", b"netns", b"nginx-1", b"eth0"))
+    digest = bytearray(hashlib.blake2b(data, digest_size=6, person=b"topoctl.mac.v1").digest())
+    digest[0] = (digest[0] & 0xFE) | 0x02
+    assert link_mac("demo", "netns", "nginx-1", "eth0") == ":".join(f"{b:02x}" for b in digest)
+
+
+def test_veth_macs_come_from_the_place_and_name_and_a_declared_mac_wins():
+    macs = _all_macs()
+    assert macs[("nginx-1", "eth0")] == link_mac("demo", "netns", "nginx-1", "eth0")
+    assert macs[(HOST, "veth-nginx1")] == link_mac("demo", "host", "local", "veth-nginx1")
+    # the same file on a real host: the same MACs (the place is the host, not the namespace's name)
+    real = {key: link.mac for key, link in context(emulate=False).desired.links.items()}
+    assert real[(None, "veth-nginx1")] == macs[(HOST, "veth-nginx1")] and real[("nginx-1", "eth0")] == macs[("nginx-1", "eth0")]
+    declared = _all_macs(DOCKER0.replace("name: veth-nginx1}", 'name: veth-nginx1, mac: "02:AA:00:00:00:01"}'))
+    assert declared[(HOST, "veth-nginx1")] == "02:aa:00:00:00:01"
+    assert declared[("nginx-1", "eth0")] == macs[("nginx-1", "eth0")]  # the other end keeps its derived MAC
+
+
+@pytest.mark.parametrize("key", [("nginx-1", "eth0"), (HOST, "veth-nginx1")])
+def test_a_live_veth_with_another_mac_is_changed_in_place(key):
+    """As after an upgrade from a version that left veth MACs to the kernel, or a MAC set by hand."""
+    ctx = context()
+    live = as_live(ctx.desired)
+    live.links[key] = replace(live.links[key], mac="aa:bb:cc:dd:ee:ff")
+    the_plan = plan(ctx.desired, live, "demo")
+    assert kinds(the_plan) == ["SetLink"]  # not -/+: the veth and its addresses and routes stay
+    (action,) = the_plan.actions
+    assert action.link.key == key and action.verb == "change"
+    assert action.changes == (Change("mac", "aa:bb:cc:dd:ee:ff", ctx.desired.links[key].mac),)
+
+
+def test_a_foreign_link_with_another_mac_is_a_conflict_not_a_change():
+    ctx = context()
+    live = as_live(ctx.desired)
+    key = (HOST, "veth-nginx1")
+    live.links[key] = replace(live.links[key], mac="aa:bb:cc:dd:ee:ff", owner=None)
+    with pytest.raises(OwnershipConflict, match="interface veth-nginx1 in demo-local already exists"):
+        plan(ctx.desired, live, "demo")
+
+
+def test_a_veth_re_created_after_a_deletion_gets_its_old_macs_back():
+    ctx = context()
+    before = as_live(ctx.desired)
+    live = as_live(ctx.desired)
+    del live.links[("nginx-1", "eth0")]
+    the_plan = plan(ctx.desired, live, "demo")
+    (create,) = [a for a in the_plan.actions if isinstance(a, CreateVeth)]
+    assert {create.a.key: create.a.mac, create.b.key: create.b.mac} == {
+        key: before.links[key].mac for key in (("nginx-1", "eth0"), (HOST, "veth-nginx1"))}
 
 
 def test_a_bridge_always_has_a_fixed_mac_so_it_cannot_drift_with_its_ports():

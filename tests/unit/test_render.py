@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -142,3 +143,19 @@ def test_sysctl_steps_run_inside_the_namespace():
     assert "ip netns exec router sysctl -qw net.ipv4.ip_forward=1" in script
     assert "ip -n blue-1 -6 route add default via fd00:1::1 dev eth0 metric 1024 proto 116 table 254" in script
     assert "ip -n router addr add fd00:1::1/64 dev eth-blue nodad" in script
+
+
+
+@pytest.mark.parametrize("flavor", ["ip", "brctl"])
+@pytest.mark.parametrize("name", EXAMPLES + MULTI_HOST)
+def test_every_link_the_script_makes_gets_the_mac_apply_sets(name, flavor):
+    """Script equivalence holds for MACs too: each link is made with the desired state's MAC
+    (given or derived), never left to the kernel's random choice."""
+    topology = load_file(ROOT / f"topologies/{name}.yaml")
+    context = Context(topology, realise(topology, None, True))
+    script = render_build(context, flavor)
+    named = re.findall(r"(?:link add name|link set dev|peer name|brctl addbr) (\S+)[^\n]*? address (\S+)", script)
+    named += re.findall(r" type veth peer name (\S+)[^\n]*? address (\S+)", script)
+    made = {(link.name, link.mac) for link in context.desired.links.values() if link.kind != "loopback"}
+    assert made and made <= set(named)
+    assert len(re.findall(r" address [0-9a-f]{2}:", script)) == len(made)  # one each, nothing else

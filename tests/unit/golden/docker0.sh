@@ -22,12 +22,12 @@ ip link add name docker0 mtu 1499 address da:6f:4b:83:09:56 type bridge stp_stat
 ip link set dev docker0 mtu 1500 alias topoctl:docker0 up
 
 # 4. + veth veth-nginx1 in (root) <-> eth0 in nginx-1
-ip link add name veth-nginx1 mtu 1500 type veth peer name eth0 mtu 1500 address 02:42:ac:11:00:02 netns nginx-1
+ip link add name veth-nginx1 mtu 1500 address fe:3b:38:c2:0b:e3 type veth peer name eth0 mtu 1500 address 02:42:ac:11:00:02 netns nginx-1
 ip link set dev veth-nginx1 alias topoctl:docker0 master docker0 up
 ip -n nginx-1 link set dev eth0 alias topoctl:docker0 up
 
 # 5. + veth veth-nginx2 in (root) <-> eth0 in nginx-2
-ip link add name veth-nginx2 mtu 1500 type veth peer name eth0 mtu 1500 address 02:42:ac:11:00:03 netns nginx-2
+ip link add name veth-nginx2 mtu 1500 address 22:45:b7:30:1e:21 type veth peer name eth0 mtu 1500 address 02:42:ac:11:00:03 netns nginx-2
 ip link set dev veth-nginx2 alias topoctl:docker0 master docker0 up
 ip -n nginx-2 link set dev eth0 alias topoctl:docker0 up
 

@@ -42,12 +42,12 @@ ip -n hostgw3-underlay link set dev br-underlay mtu 1500 alias topoctl:hostgw3 u
 fi
 
 # 7. + veth eth0 in app-2 <-> veth-app2 in hostgw3-node2
-ip -n app-2 link add name eth0 mtu 1500 type veth peer name veth-app2 mtu 1500 netns hostgw3-node2
+ip -n app-2 link add name eth0 mtu 1500 address ca:30:c9:e4:9e:f5 type veth peer name veth-app2 mtu 1500 address 62:fa:59:93:70:84 netns hostgw3-node2
 ip -n app-2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node2 link set dev veth-app2 alias topoctl:hostgw3 master cni0 up
 
 # 8. + veth eth0 in hostgw3-node2 <-> u-node2 in hostgw3-underlay
-ip -n hostgw3-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns hostgw3-underlay
+ip -n hostgw3-node2 link add name eth0 mtu 1500 address 6a:fb:fd:18:28:0c type veth peer name u-node2 mtu 1500 address fa:0e:99:46:7b:ba netns hostgw3-underlay
 ip -n hostgw3-node2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node2 alias topoctl:hostgw3 master br-underlay up
 

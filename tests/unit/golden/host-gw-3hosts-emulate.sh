@@ -76,32 +76,32 @@ ip -n hostgw3-underlay link add name br-underlay mtu 1499 address 1e:23:6f:cb:16
 ip -n hostgw3-underlay link set dev br-underlay mtu 1500 alias topoctl:hostgw3 up
 
 # 15. + veth eth0 in app-1 <-> veth-app1 in hostgw3-node1
-ip -n app-1 link add name eth0 mtu 1500 type veth peer name veth-app1 mtu 1500 netns hostgw3-node1
+ip -n app-1 link add name eth0 mtu 1500 address da:4d:f8:94:25:9b type veth peer name veth-app1 mtu 1500 address ea:1d:33:73:9c:5b netns hostgw3-node1
 ip -n app-1 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node1 link set dev veth-app1 alias topoctl:hostgw3 master cni0 up
 
 # 16. + veth eth0 in app-2 <-> veth-app2 in hostgw3-node2
-ip -n app-2 link add name eth0 mtu 1500 type veth peer name veth-app2 mtu 1500 netns hostgw3-node2
+ip -n app-2 link add name eth0 mtu 1500 address ca:30:c9:e4:9e:f5 type veth peer name veth-app2 mtu 1500 address 62:fa:59:93:70:84 netns hostgw3-node2
 ip -n app-2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node2 link set dev veth-app2 alias topoctl:hostgw3 master cni0 up
 
 # 17. + veth eth0 in app-3 <-> veth-app3 in hostgw3-node3
-ip -n app-3 link add name eth0 mtu 1500 type veth peer name veth-app3 mtu 1500 netns hostgw3-node3
+ip -n app-3 link add name eth0 mtu 1500 address b2:05:3c:d0:31:c3 type veth peer name veth-app3 mtu 1500 address a6:a2:37:77:17:89 netns hostgw3-node3
 ip -n app-3 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-node3 link set dev veth-app3 alias topoctl:hostgw3 master cni0 up
 
 # 18. + veth eth0 in hostgw3-node1 <-> u-node1 in hostgw3-underlay
-ip -n hostgw3-node1 link add name eth0 mtu 1500 type veth peer name u-node1 mtu 1500 netns hostgw3-underlay
+ip -n hostgw3-node1 link add name eth0 mtu 1500 address 72:22:8c:1d:22:d8 type veth peer name u-node1 mtu 1500 address 66:4f:64:bb:b9:63 netns hostgw3-underlay
 ip -n hostgw3-node1 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node1 alias topoctl:hostgw3 master br-underlay up
 
 # 19. + veth eth0 in hostgw3-node2 <-> u-node2 in hostgw3-underlay
-ip -n hostgw3-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns hostgw3-underlay
+ip -n hostgw3-node2 link add name eth0 mtu 1500 address 6a:fb:fd:18:28:0c type veth peer name u-node2 mtu 1500 address fa:0e:99:46:7b:ba netns hostgw3-underlay
 ip -n hostgw3-node2 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node2 alias topoctl:hostgw3 master br-underlay up
 
 # 20. + veth eth0 in hostgw3-node3 <-> u-node3 in hostgw3-underlay
-ip -n hostgw3-node3 link add name eth0 mtu 1500 type veth peer name u-node3 mtu 1500 netns hostgw3-underlay
+ip -n hostgw3-node3 link add name eth0 mtu 1500 address c6:c2:fe:24:d1:d4 type veth peer name u-node3 mtu 1500 address a2:69:28:bc:d4:93 netns hostgw3-underlay
 ip -n hostgw3-node3 link set dev eth0 alias topoctl:hostgw3 up
 ip -n hostgw3-underlay link set dev u-node3 alias topoctl:hostgw3 master br-underlay up
 

@@ -19,7 +19,7 @@ ip link add name cni0 mtu 1499 address 46:59:54:e3:7a:89 type bridge stp_state 0
 ip link set dev cni0 mtu 1500 alias topoctl:hostgw3 up
 
 # 4. + veth veth-app1 in (root) <-> eth0 in app-1
-ip link add name veth-app1 mtu 1500 type veth peer name eth0 mtu 1500 netns app-1
+ip link add name veth-app1 mtu 1500 address ea:1d:33:73:9c:5b type veth peer name eth0 mtu 1500 address da:4d:f8:94:25:9b netns app-1
 ip link set dev veth-app1 alias topoctl:hostgw3 master cni0 up
 ip -n app-1 link set dev eth0 alias topoctl:hostgw3 up
 

@@ -23,7 +23,7 @@ printf '{"host": "%s", "inode": %s, "role": "%s", "topology": "%s"}\n' local "$(
 ip -n right link set dev lo up
 
 # 4. + veth eth1 in left <-> eth1 in right
-ip -n left link add name eth1 mtu 9000 type veth peer name eth1 mtu 9000 netns right
+ip -n left link add name eth1 mtu 9000 address 1e:de:d3:8f:b2:17 type veth peer name eth1 mtu 9000 address be:61:6d:9e:ce:04 netns right
 ip -n left link set dev eth1 alias topoctl:p2p up
 ip -n right link set dev eth1 alias topoctl:p2p up
 

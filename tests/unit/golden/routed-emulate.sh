@@ -45,22 +45,22 @@ ip -n routed-local link add name br-red mtu 1499 address 3e:03:ce:a1:1b:f6 type 
 ip -n routed-local link set dev br-red mtu 1500 alias topoctl:routed up
 
 # 9. + veth eth0 in blue-1 <-> veth-blue1 in routed-local
-ip -n blue-1 link add name eth0 mtu 1500 type veth peer name veth-blue1 mtu 1500 netns routed-local
+ip -n blue-1 link add name eth0 mtu 1500 address ae:65:e4:b0:d7:28 type veth peer name veth-blue1 mtu 1500 address 2e:b6:12:44:31:de netns routed-local
 ip -n blue-1 link set dev eth0 alias topoctl:routed up
 ip -n routed-local link set dev veth-blue1 alias topoctl:routed master br-blue up
 
 # 10. + veth eth0 in red-1 <-> veth-red1 in routed-local
-ip -n red-1 link add name eth0 mtu 1500 type veth peer name veth-red1 mtu 1500 netns routed-local
+ip -n red-1 link add name eth0 mtu 1500 address 72:1d:66:3f:23:d9 type veth peer name veth-red1 mtu 1500 address c2:f8:69:a7:76:b1 netns routed-local
 ip -n red-1 link set dev eth0 alias topoctl:routed up
 ip -n routed-local link set dev veth-red1 alias topoctl:routed master br-red up
 
 # 11. + veth rt-blue in routed-local <-> eth-blue in router
-ip -n routed-local link add name rt-blue mtu 1500 type veth peer name eth-blue mtu 1500 netns router
+ip -n routed-local link add name rt-blue mtu 1500 address 62:2d:bc:c8:6e:25 type veth peer name eth-blue mtu 1500 address 76:33:a3:71:c3:cb netns router
 ip -n routed-local link set dev rt-blue alias topoctl:routed master br-blue up
 ip -n router link set dev eth-blue alias topoctl:routed up
 
 # 12. + veth rt-red in routed-local <-> eth-red in router
-ip -n routed-local link add name rt-red mtu 1500 type veth peer name eth-red mtu 1500 netns router
+ip -n routed-local link add name rt-red mtu 1500 address b6:49:cf:d3:d0:43 type veth peer name eth-red mtu 1500 address 7a:59:7a:cf:b3:b0 netns router
 ip -n routed-local link set dev rt-red alias topoctl:routed master br-red up
 ip -n router link set dev eth-red alias topoctl:routed up
 

@@ -48,17 +48,17 @@ ip -n vxlan2-underlay link set dev br-underlay mtu 1500 alias topoctl:vxlan2 up
 fi
 
 # 8. + veth eth0 in db-1 <-> veth-db1 in vxlan2-node2
-ip -n db-1 link add name eth0 mtu 1450 type veth peer name veth-db1 mtu 1450 netns vxlan2-node2
+ip -n db-1 link add name eth0 mtu 1450 address b6:7c:f8:7c:dd:b0 type veth peer name veth-db1 mtu 1450 address 7a:a6:fc:b3:cd:0f netns vxlan2-node2
 ip -n db-1 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db1 alias topoctl:vxlan2 master cni0 up
 
 # 9. + veth eth0 in db-2 <-> veth-db2 in vxlan2-node2
-ip -n db-2 link add name eth0 mtu 1450 type veth peer name veth-db2 mtu 1450 netns vxlan2-node2
+ip -n db-2 link add name eth0 mtu 1450 address 76:d1:cb:71:fa:b7 type veth peer name veth-db2 mtu 1450 address 32:f7:89:0a:10:fc netns vxlan2-node2
 ip -n db-2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db2 alias topoctl:vxlan2 master cni0 up
 
 # 10. + veth eth0 in vxlan2-node2 <-> u-node2 in vxlan2-underlay
-ip -n vxlan2-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns vxlan2-underlay
+ip -n vxlan2-node2 link add name eth0 mtu 1500 address b2:7a:fc:77:c4:dd type veth peer name u-node2 mtu 1500 address a2:ee:81:73:65:15 netns vxlan2-underlay
 ip -n vxlan2-node2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-underlay link set dev u-node2 alias topoctl:vxlan2 master br-underlay up
 

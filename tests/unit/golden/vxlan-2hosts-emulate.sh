@@ -68,32 +68,32 @@ ip -n vxlan2-underlay link add name br-underlay mtu 1499 address 76:b0:79:6a:df:
 ip -n vxlan2-underlay link set dev br-underlay mtu 1500 alias topoctl:vxlan2 up
 
 # 13. + veth eth0 in db-1 <-> veth-db1 in vxlan2-node2
-ip -n db-1 link add name eth0 mtu 1450 type veth peer name veth-db1 mtu 1450 netns vxlan2-node2
+ip -n db-1 link add name eth0 mtu 1450 address b6:7c:f8:7c:dd:b0 type veth peer name veth-db1 mtu 1450 address 7a:a6:fc:b3:cd:0f netns vxlan2-node2
 ip -n db-1 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db1 alias topoctl:vxlan2 master cni0 up
 
 # 14. + veth eth0 in db-2 <-> veth-db2 in vxlan2-node2
-ip -n db-2 link add name eth0 mtu 1450 type veth peer name veth-db2 mtu 1450 netns vxlan2-node2
+ip -n db-2 link add name eth0 mtu 1450 address 76:d1:cb:71:fa:b7 type veth peer name veth-db2 mtu 1450 address 32:f7:89:0a:10:fc netns vxlan2-node2
 ip -n db-2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-node2 link set dev veth-db2 alias topoctl:vxlan2 master cni0 up
 
 # 15. + veth eth0 in vxlan2-node1 <-> u-node1 in vxlan2-underlay
-ip -n vxlan2-node1 link add name eth0 mtu 1500 type veth peer name u-node1 mtu 1500 netns vxlan2-underlay
+ip -n vxlan2-node1 link add name eth0 mtu 1500 address 4e:46:10:46:b7:5d type veth peer name u-node1 mtu 1500 address 76:24:b6:97:58:58 netns vxlan2-underlay
 ip -n vxlan2-node1 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-underlay link set dev u-node1 alias topoctl:vxlan2 master br-underlay up
 
 # 16. + veth veth-web1 in vxlan2-node1 <-> eth0 in web-1
-ip -n vxlan2-node1 link add name veth-web1 mtu 1450 type veth peer name eth0 mtu 1450 netns web-1
+ip -n vxlan2-node1 link add name veth-web1 mtu 1450 address 16:60:dd:6b:ee:26 type veth peer name eth0 mtu 1450 address f2:c0:20:03:c3:f0 netns web-1
 ip -n vxlan2-node1 link set dev veth-web1 alias topoctl:vxlan2 master cni0 up
 ip -n web-1 link set dev eth0 alias topoctl:vxlan2 up
 
 # 17. + veth veth-web2 in vxlan2-node1 <-> eth0 in web-2
-ip -n vxlan2-node1 link add name veth-web2 mtu 1450 type veth peer name eth0 mtu 1450 netns web-2
+ip -n vxlan2-node1 link add name veth-web2 mtu 1450 address a6:0a:a7:b3:17:8b type veth peer name eth0 mtu 1450 address 56:c1:cf:76:30:df netns web-2
 ip -n vxlan2-node1 link set dev veth-web2 alias topoctl:vxlan2 master cni0 up
 ip -n web-2 link set dev eth0 alias topoctl:vxlan2 up
 
 # 18. + veth eth0 in vxlan2-node2 <-> u-node2 in vxlan2-underlay
-ip -n vxlan2-node2 link add name eth0 mtu 1500 type veth peer name u-node2 mtu 1500 netns vxlan2-underlay
+ip -n vxlan2-node2 link add name eth0 mtu 1500 address b2:7a:fc:77:c4:dd type veth peer name u-node2 mtu 1500 address a2:ee:81:73:65:15 netns vxlan2-underlay
 ip -n vxlan2-node2 link set dev eth0 alias topoctl:vxlan2 up
 ip -n vxlan2-underlay link set dev u-node2 alias topoctl:vxlan2 master br-underlay up
 

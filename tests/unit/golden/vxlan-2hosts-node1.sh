@@ -25,12 +25,12 @@ ip link add name cni0 mtu 1449 address 22:66:3e:0d:e8:c3 type bridge stp_state 0
 ip link set dev cni0 mtu 1450 alias topoctl:vxlan2 up
 
 # 5. + veth veth-web1 in (root) <-> eth0 in web-1
-ip link add name veth-web1 mtu 1450 type veth peer name eth0 mtu 1450 netns web-1
+ip link add name veth-web1 mtu 1450 address 16:60:dd:6b:ee:26 type veth peer name eth0 mtu 1450 address f2:c0:20:03:c3:f0 netns web-1
 ip link set dev veth-web1 alias topoctl:vxlan2 master cni0 up
 ip -n web-1 link set dev eth0 alias topoctl:vxlan2 up
 
 # 6. + veth veth-web2 in (root) <-> eth0 in web-2
-ip link add name veth-web2 mtu 1450 type veth peer name eth0 mtu 1450 netns web-2
+ip link add name veth-web2 mtu 1450 address a6:0a:a7:b3:17:8b type veth peer name eth0 mtu 1450 address 56:c1:cf:76:30:df netns web-2
 ip link set dev veth-web2 alias topoctl:vxlan2 master cni0 up
 ip -n web-2 link set dev eth0 alias topoctl:vxlan2 up
 
