@@ -73,13 +73,19 @@ def drift(box, rng: random.Random) -> None:
                    input="".join(f"link del v{i}\n" for i in victims))
 
 
-def signal_plan(rng: random.Random, length: float) -> tuple[str, list[tuple[float, int]]]:
-    """1-3 signals, timed from an anchor: mostly from the moment the run begins to plan (then
-    `length` is how long such a run last took from there), some from topoctl's first line
-    (its start: importing, loading, locking). Returns (anchor, [(seconds after the anchor or
-    the previous signal, signal)])."""
+def signal_plan(rng: random.Random, timeline: dict[str, tuple[float, float]]) -> tuple[str, list[tuple[float, int]]]:
+    """1-3 signals, timed from an anchor. Mostly the anchor is the moment the run begins to
+    plan, and the first signal is aimed into one of the phases of `timeline` (when each began
+    and ended, counted from there, in the last such run that was not stopped), chosen evenly,
+    so that the short ones (verification) are hit as often as the long ones; some are timed
+    from topoctl's first line (its start: importing, loading, locking). Returns (anchor,
+    [(seconds after the anchor or the previous signal, signal)])."""
     count = rng.choice((1, 1, 2, 2, 3))
-    anchor, first = ("planning", rng.uniform(0.0, length)) if rng.random() < 0.8 else ("start", rng.uniform(0.0, 0.1))
+    if rng.random() < 0.8:
+        begin, end = timeline[rng.choice(sorted(timeline))]
+        anchor, first = "planning", rng.uniform(begin, end)
+    else:
+        anchor, first = "start", rng.uniform(0.0, 0.1)
     gaps = [rng.choice((0.0, rng.uniform(0.00001, 0.0001), rng.uniform(0.001, 0.005),
                        rng.uniform(0.005, 0.05), rng.uniform(0.05, 0.2)))
             for _ in range(count - 1)]
@@ -127,7 +133,6 @@ class Signalled:
         at = catching(run.pid)
         if anchor == "planning":
             at = planning_began(run, log)
-        began = at
         self.sent = 0
         for delay, signum in signals:
             at += delay
@@ -140,10 +145,18 @@ class Signalled:
             (os.killpg if group else os.kill)(run.pid, signum)
             self.sent += 1
         self.out, self.err = run.communicate(timeout=120)
+        ended = time.monotonic()
         self.code = run.returncode
-        self.took = time.monotonic() - began  # from the anchor to the end
         lines = [line.split() for line in (log.read_text().splitlines() if log.exists() else [])]
         self.phases = [fields[2] for fields in lines if fields[0] == "signal"]
+        # when each phase of the run began and ended, counted from the start of planning
+        starts = [(fields[1], float(fields[2])) for fields in lines if fields[0] == "phase"]
+        planning = next((t for name, t in starts if name == "planning"), None)
+        self.timeline = {}
+        if planning is not None:
+            for (name, t), (_, t_next) in zip(starts, starts[1:] + [("end", ended)]):
+                if t >= planning and name != "done":
+                    self.timeline[name] = (t - planning, t_next - planning)
         if self.sent and not self.phases:
             self.phases = ["start-up"]  # before the run installed its handlers: importing, loading
         if os.environ.get("TOPOCTL_SIGNAL_DEBUG"):
@@ -156,7 +169,8 @@ def test_signals_at_random_moments_end_in_one_of_the_two_states(sandbox_factory,
     log = tmp_path / "signals.log"
     tally: Counter = Counter()
     landed: Counter = Counter()
-    length = {"apply": 0.1, "destroy": 0.08}  # seconds from planning to the end, as last seen
+    # phase -> (began, ended) from the start of planning, in the last run of each kind not stopped
+    timelines = {kind: {"planning": (0.0, 0.1)} for kind in ("cold apply", "repair", "destroy")}
     for trial in range(TRIALS):
         kind = rng.choice(("cold apply", "cold apply", "repair", "destroy", "destroy", "kill apply", "kill destroy"))
         where = f"seed {SEED}, trial {trial} ({kind})"
@@ -167,7 +181,8 @@ def test_signals_at_random_moments_end_in_one_of_the_two_states(sandbox_factory,
                 drift(box, rng)
         before = snapshot(box)
         if kind.startswith("kill"):
-            run = Signalled(box, command, "planning", [(rng.uniform(0, length[command]), signal.SIGKILL)], log, False)
+            _, end = max(timelines["cold apply" if command == "apply" else "destroy"].values())  # the last phase
+            run = Signalled(box, command, "planning", [(rng.uniform(0, end), signal.SIGKILL)], log, False)
             code, err = run.code, run.err
             tally[f"{kind}: {'killed' if code == -9 else 'finished first'}"] += 1
             assert "Traceback" not in err, f"{where}: {err}"
@@ -176,11 +191,11 @@ def test_signals_at_random_moments_end_in_one_of_the_two_states(sandbox_factory,
             result = box.run(first, expect=None)
             assert result.returncode == 0, f"{where}: {first} after SIGKILL exit {result.returncode}: {result.stderr}"
         else:
-            anchor, signals = signal_plan(rng, length[command])
+            anchor, signals = signal_plan(rng, timelines[kind])
             run = Signalled(box, command, anchor, signals, log, group=rng.random() < 0.3)
             code, out, err, phases = run.code, run.out, run.err, run.phases
-            if anchor == "planning" and not run.sent:  # it ended first: runs are shorter than thought
-                length[command] = run.took
+            if code == 0 and run.timeline:
+                timelines[kind] = run.timeline
             for phase in set(phases) or {"none (it had ended)"}:
                 landed[phase] += 1
             assert "Traceback" not in err, f"{where}: {err}"
