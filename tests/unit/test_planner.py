@@ -18,15 +18,10 @@ from topoctl.actions import (
     AddAddress,
     AddRoute,
     Change,
-    CreateBridge,
-    CreateNamespace,
     CreateVeth,
     DeleteAddress,
     DeleteLink,
     DeleteNamespace,
-    DeleteRoute,
-    ReplaceRoute,
-    SetLink,
     SetSysctl,
 )
 from topoctl.applier import Context, realise
