@@ -9,6 +9,7 @@ runs an asyncio event loop per request and decodes every attribute of every mess
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 import threading
@@ -22,7 +23,7 @@ from .rtnl_decode import (  # noqa: F401
     F_ACK_TLVS, F_CAPPED, F_DUMP_INTR, IFA_ADDRESS, IFA_LOCAL, IFLA_ADDRESS, IFLA_BR_STP_STATE, IFLA_IFALIAS,
     IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINK_NETNSID, IFLA_LINKINFO, IFLA_MASTER,
     IFLA_MTU, IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6,
-    IFLA_VXLAN_PORT, NDA_DST, NDA_LLADDR, NETNSA_NSID, NLMSG_DONE, NLMSG_ERROR, NLMSGERR_ATTR_MSG, PENDING,
+    IFLA_VXLAN_PORT, NDA_DST, NDA_LLADDR, NETNSA_NSID, NLMSG_DONE, NLMSG_ERROR, NLMSGERR_ATTR_MSG, PENDING, DumpFailed,
     RTA_DST, RTA_GATEWAY, RTA_MULTIPATH, RTA_OIF, RTA_PRIORITY, RTA_TABLE, AddrMsg, LinkMsg, Malformed,
     NeighMsg, NetlinkError, RouteMsg, _addr, _link, _neigh, _nsid, _route, answer, attrs, dump_datagram,
     refusal, wanted_attrs,
@@ -229,8 +230,9 @@ class Rtnl:
                 ended, interrupted = dump_datagram(self._recv(what), seq, kind - 2, parse, out, interrupted)
         except NetlinkError as err:  # refused, or ended in an error: either way no longer running
             self.unfinished = False
-            reason = f"{err.strerror} ({err.message})" if err.message else err.strerror
-            raise KernelError(f"{what}: the kernel ended the dump with an error: {reason}") from None
+            reason = os.strerror(err.code) + (f" ({err.message})" if err.message else "")
+            how = "ended the dump with an error" if isinstance(err, DumpFailed) else "refused the dump"
+            raise KernelError(f"{what}: the kernel {how}: {reason}") from None
         except (Malformed, struct.error, IndexError, ValueError, TypeError) as err:
             raise self._malformed(what, err) from None  # still unfinished: the next dump settles it
         self.unfinished = False

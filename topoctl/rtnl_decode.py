@@ -58,6 +58,10 @@ class NetlinkError(OSError):
         self.message = message
 
 
+class DumpFailed(NetlinkError):
+    """A dump that ended with an error (in its NLMSG_DONE) instead of its end."""
+
+
 def _pad(length: int) -> int:
     return (length + 3) & ~3
 
@@ -354,7 +358,7 @@ def _done(buf: bytes, start: int, end: int, flags: int) -> None:
         message = ""
         if flags & F_ACK_TLVS:
             message = _str(attrs(buf, start + 4, end).get(NLMSGERR_ATTR_MSG)) or ""
-        raise NetlinkError(-error, message)
+        raise DumpFailed(-error, message)
 
 
 def dump_datagram(buf: bytes, seq: int, reply_type: int, parse: Callable, out: list, interrupted: bool) -> tuple[bool, bool]:
