@@ -42,6 +42,7 @@ _U32 = struct.Struct("=I")
 _S32 = struct.Struct("=i")
 _BE16 = struct.Struct("!H")
 _ERRMSG_SIZE = 4 + _HEADER.size  # nlmsgerr: the error code, then (at least) the request's header
+MAX_ERRNO = 4095  # the kernel's errors are -1 to -4095
 _INET = {socket.AF_INET: (4, 32), socket.AF_INET6: (16, 128)}  # address bytes, longest prefix
 
 
@@ -332,8 +333,8 @@ def refusal(buf: bytes, start: int, end: int, flags: int) -> NetlinkError | None
     if end - start < _ERRMSG_SIZE:
         raise _short("an error", start, end, _ERRMSG_SIZE)
     error = _S32.unpack_from(buf, start)[0]
-    if error > 0:
-        raise Malformed(f"an error message carries the positive code {error}")
+    if not -MAX_ERRNO <= error <= 0:
+        raise Malformed(f"an error message carries the code {error}")
     message = ""
     if flags & F_ACK_TLVS:
         if flags & F_CAPPED:
@@ -352,8 +353,8 @@ def _done(buf: bytes, start: int, end: int, flags: int) -> None:
     if end - start < 4:
         raise _short("a dump's end", start, end, 4)
     error = _S32.unpack_from(buf, start)[0]
-    if error > 0:
-        raise Malformed(f"a dump's end carries the positive code {error}")
+    if not -MAX_ERRNO <= error <= 0:
+        raise Malformed(f"a dump's end carries the code {error}")
     if error:
         message = ""
         if flags & F_ACK_TLVS:

@@ -70,6 +70,13 @@ def test_a_dump_end_too_short_for_its_code_is_malformed(body):
         ours.links()
 
 
+@pytest.mark.parametrize("code", [1, -4096, -2 ** 31])
+def test_a_dump_end_with_a_code_no_errno_has_is_malformed(code):
+    ours, _ = handle([link(1, "lo") + done(error=code)])
+    with pytest.raises(KernelError, match=f"malformed: a dump's end carries the code {code}$"):
+        ours.links()
+
+
 def test_messages_after_the_end_of_a_dump_are_malformed():
     ours, _ = handle([link(1, "lo") + done() + link(2, "late")])
     with pytest.raises(KernelError, match="bytes after the end of the dump"):
@@ -259,8 +266,9 @@ def test_an_acknowledgement_is_success():
     ([message(rtnl.NLMSG_ERROR, struct.pack("=i", 0), flags=0, length=12)], "gives a length of 12"),
     ([ack()[:-4]], "past the end of its"),
     ([done()], "a message of type 3 in answer to a request to be acknowledged"),
-    ([message(rtnl.NLMSG_ERROR, struct.pack("=i", 5) + b"\0" * 16, flags=0)], "positive code 5"),
-], ids=["nothing", "other-seq", "short-body", "header-lies", "cut", "wrong-type", "positive-code"])
+    ([message(rtnl.NLMSG_ERROR, struct.pack("=i", 5) + b"\0" * 16, flags=0)], "carries the code 5$"),
+    ([message(rtnl.NLMSG_ERROR, struct.pack("=i", -2 ** 31) + b"\0" * 16, flags=0)], "carries the code -2147483648"),
+], ids=["nothing", "other-seq", "short-body", "header-lies", "cut", "wrong-type", "positive-code", "huge-code"])
 def test_an_acknowledgement_that_never_comes_or_is_malformed_is_not_success(reply, problem):
     ours, _ = handle(reply)
     with pytest.raises(KernelError, match=problem):

@@ -1,5 +1,8 @@
 """A fuzz of the codec's reply path over mutated captured replies (data/): bit flips,
-truncations, length-field edits, splices, datagrams dropped, repeated or swapped. Whatever the
+truncations, length-field edits, splices, datagrams dropped, repeated or swapped, and two
+edits that keep the framing consistent so that the decoder's inner checks are reached: a
+message cut short (its length field and its datagram both shortened) and an attribute resized
+(its value grown or shrunk, its length and its message's fixed up). Whatever the
 bytes, the only exception out is a KernelError (and, for a request, the NetlinkError of a
 refusal), raised by an explicit check, not by the decoder's last-resort net; what decodes is
 well-formed (values of the right size for their family, as observe.py builds objects from them).
@@ -66,12 +69,52 @@ def _length_fields(gram: bytes) -> list[tuple[int, int]]:
     return fields
 
 
+BODY = {16: 16, 17: 16, 20: 8, 21: 8, 24: 12, 25: 12, 28: 12, 29: 12}  # fixed header before the attributes
+
+
+def _cut_message(gram: bytearray, which: int, keep: int) -> None:
+    """Message `which` cut to `keep` bytes of body: its length field says so, its bytes go."""
+    found = list(messages(bytes(gram)))
+    if not found:
+        return
+    offset, length = found[which % len(found)]
+    new = 16 + min(keep, length - 16)
+    struct.pack_into("=I", gram, offset, new)
+    del gram[offset + ((new + 3) & ~3):offset + ((length + 3) & ~3)]
+
+
+def _resize_attribute(gram: bytearray, which: int, attribute: int, delta: int, fill: int) -> None:
+    """A top-level attribute of message `which` grown or shrunk by `delta` bytes, with its
+    length and its message's length fixed up (the rest of the datagram moves with it)."""
+    found = [(o, n) for o, n in messages(bytes(gram)) if struct.unpack_from("=H", gram, o + 4)[0] in BODY]
+    if not found:
+        return
+    offset, length = found[which % len(found)]
+    spans, at = [], offset + 16 + BODY[struct.unpack_from("=H", gram, offset + 4)[0]]
+    while at + 4 <= offset + length:
+        size = struct.unpack_from("=H", gram, at)[0]
+        if size < 4 or at + size > offset + length:
+            return
+        spans.append((at, size))
+        at += (size + 3) & ~3
+    if not spans:
+        return
+    at, size = spans[attribute % len(spans)]
+    new = max(4, size + delta)
+    old_total, new_total = (size + 3) & ~3, (new + 3) & ~3
+    value = bytes(gram[at + 4:at + size])[:new - 4].ljust(new - 4, bytes((fill,)))
+    gram[at:at + old_total] = struct.pack("=HH", new, struct.unpack_from("=H", gram, at + 2)[0]) + value + \
+        b"\0" * (new_total - new)
+    struct.pack_into("=I", gram, offset, length + new_total - old_total)
+
+
 @st.composite
 def mutated(draw):
     name = draw(st.sampled_from(sorted(READS)))
     grams = [bytearray(g) for g in READS[name][0]]
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "truncate", "length", "splice", "drop", "repeat", "swap"]))
+        kind = draw(st.sampled_from(["flip", "truncate", "length", "splice", "drop", "repeat", "swap",
+                                     "cut", "resize", "resize"]))
         i = draw(st.integers(0, len(grams) - 1)) if grams else 0
         if not grams:
             break
@@ -95,6 +138,11 @@ def mutated(draw):
             piece = source[start:start + draw(st.integers(0, 64))]
             at = draw(st.integers(0, len(gram)))
             gram[at:at + draw(st.integers(0, 16))] = piece
+        elif kind == "cut":
+            _cut_message(gram, draw(st.integers(0, 40)), draw(st.integers(0, 40)))
+        elif kind == "resize":
+            _resize_attribute(gram, draw(st.integers(0, 40)), draw(st.integers(0, 40)),
+                              draw(st.sampled_from([-8, -4, -3, -2, -1, 1, 2, 4, 8, 12])), draw(st.integers(0, 255)))
         elif kind == "drop":
             del grams[i]
         elif kind == "repeat":

@@ -145,12 +145,14 @@ def test_the_helper_dies_with_its_parent(tmp_path):
             time.sleep(60)
         tables.ns.open_in_each_here = open_in_each_here
         reader = tables.Reader(["a"])
-        print(reader.pid, flush=True)
+        open("pid", "w").write(str(reader.pid))
         time.sleep(0.3)
         os._exit(0)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=tmp_path)
-    pid = int(out.stdout)
+    # no pipes: the helper inherits the descriptors, and would hold them open for as long as it lives
+    subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=30, cwd=tmp_path, check=True)
+    pid = int((tmp_path / "pid").read_text())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
