@@ -171,13 +171,11 @@ class Rtnl:
             raise KernelError(f"{what}: sending the request failed: {err.strerror or err}") from None
         return self.seq
 
-    def _recv(self, what: str) -> bytes:
-        try:
-            return _receive(self.sock)
-        except BlockingIOError:  # SO_RCVTIMEO
-            raise KernelError(f"{what}: no reply from the kernel within {REPLY_TIMEOUT} s") from None
-        except OSError as err:  # ENOBUFS: a reply was lost in a full queue
-            raise KernelError(f"{what}: reading the kernel's reply failed: {err.strerror or err}") from None
+    @staticmethod
+    def _socket_error(what: str, err: OSError) -> KernelError:
+        if isinstance(err, BlockingIOError):  # SO_RCVTIMEO
+            return KernelError(f"{what}: no reply from the kernel within {REPLY_TIMEOUT} s")
+        return KernelError(f"{what}: reading the kernel's reply failed: {err.strerror or err}")  # ENOBUFS: one was lost
 
     @staticmethod
     def _malformed(what: str, err: Exception) -> KernelError:
@@ -188,7 +186,11 @@ class Rtnl:
     def _answer(self, seq: int, reply_type: int | None, parse, what: str):
         try:
             while True:
-                found = answer(self._recv(what), seq, reply_type, parse)
+                try:
+                    buf = _receive(self.sock)
+                except OSError as err:
+                    raise self._socket_error(what, err) from None
+                found = answer(buf, seq, reply_type, parse)  # a refusal's NetlinkError goes to the caller
                 if found is not PENDING:
                     return found
         except (Malformed, struct.error, IndexError, ValueError, TypeError) as err:
@@ -197,7 +199,7 @@ class Rtnl:
     def call(self, kind: int, flags: int, body: bytes) -> None:
         """A request answered by an acknowledgement; raises NetlinkError on refusal, KernelError
         when no trustworthy acknowledgement comes."""
-        what = _WHAT.get(kind, f"request {kind}")
+        what = _WHAT.get(kind) or f"request {kind}"
         self._answer(self._send(kind, flags | F_ACK, body, what), None, None, what)
 
     def get(self, kind: int, body: bytes, parse, what: str):
@@ -207,7 +209,7 @@ class Rtnl:
     def dump(self, kind: int, body: bytes, parse) -> list:
         """Every object of a table. A dump the kernel marks as interrupted (the table changed
         while it was read) is read to its end, dropped, and done again, DUMP_ATTEMPTS times."""
-        what = _WHAT.get(kind, f"dump {kind}")
+        what = _WHAT.get(kind) or f"dump {kind}"
         for attempt in range(DUMP_ATTEMPTS):
             if attempt:
                 time.sleep(0.005 * attempt)  # whatever is changing the table may be done in a moment
@@ -225,14 +227,17 @@ class Rtnl:
         self.unfinished = True
         out: list = []
         interrupted = ended = False
+        sock, reply_type = self.sock, kind - 2  # RTM_GETx is answered by RTM_NEWx
         try:
-            while not ended:
-                ended, interrupted = dump_datagram(self._recv(what), seq, kind - 2, parse, out, interrupted)
+            while not ended:  # _receive called here, not through _recv: this loop is the hot one
+                ended, interrupted = dump_datagram(_receive(sock), seq, reply_type, parse, out, interrupted)
         except NetlinkError as err:  # refused, or ended in an error: either way no longer running
             self.unfinished = False
             reason = os.strerror(err.code) + (f" ({err.message})" if err.message else "")
             how = "ended the dump with an error" if isinstance(err, DumpFailed) else "refused the dump"
             raise KernelError(f"{what}: the kernel {how}: {reason}") from None
+        except OSError as err:
+            raise self._socket_error(what, err) from None
         except (Malformed, struct.error, IndexError, ValueError, TypeError) as err:
             raise self._malformed(what, err) from None  # still unfinished: the next dump settles it
         self.unfinished = False

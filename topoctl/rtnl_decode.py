@@ -69,27 +69,37 @@ def _pad(length: int) -> int:
 
 # -- attributes ----------------------------------------------------------------------------
 
-def _bad_attr(offset: int, end: int, length: int) -> Malformed:
-    if end - offset < 4:
-        return Malformed(f"{end - offset} stray bytes after the last attribute (ending at byte {end})")
-    if length < 4:
-        return Malformed(f"an attribute at byte {offset} gives a length of {length}, shorter than its header")
-    return Malformed(f"an attribute at byte {offset} claims {length} bytes, past the end of what holds it (byte {end})")
+def _check_end(offset: int, end: int, length: int) -> None:
+    """After an attribute loop that did not end exactly at `end`: beyond it, the last attribute
+    ran past what holds it (if it is only its padding that is missing, it still fits)."""
+    if offset < end:
+        raise Malformed(f"{end - offset} stray bytes after the last attribute (ending at byte {end})")
+    last = offset - ((length + 3) & ~3)
+    if last + length > end:
+        raise Malformed(f"an attribute at byte {last} claims {length} bytes, past the end of what holds it (byte {end})")
 
+
+def _too_short(offset: int, length: int) -> Malformed:
+    return Malformed(f"an attribute at byte {offset} gives a length of {length}, shorter than its header")
+
+
+# The loops below check one thing per attribute, a length that moves on; that none runs past
+# `end` is checked once after them, as one that does is always the last one read.
 
 def attrs(buf: bytes, offset: int, end: int) -> dict[int, memoryview]:
     """The attributes between offset and end (last one wins), by type, as views into buf."""
     found: dict[int, memoryview] = {}
     view = memoryview(buf)
     unpack = _ATTR.unpack_from
+    length = 0
     while offset + 4 <= end:
         length, kind = unpack(buf, offset)
-        if length < 4 or offset + length > end:
-            raise _bad_attr(offset, end, length)
+        if length < 4:
+            raise _too_short(offset, length)
         found[kind & 0x3FFF] = view[offset + 4: offset + length]
         offset += (length + 3) & ~3
-    if offset < end:
-        raise _bad_attr(offset, end, 0)
+    if offset != end:
+        _check_end(offset, end, length)
     return found
 
 
@@ -97,20 +107,20 @@ def wanted_attrs(buf: bytes, offset: int, end: int, slots: dict[int, int], count
     """Only the attributes named in `slots` (type -> position in the result), as (start, end)
     offsets into buf, None where absent. A link message carries ~40 attributes of which topoctl
     reads 8: skipping the rest without making a view of each halves the parse of a link dump."""
-    # the hot loop of every dump: one comparison more than a loop that trusts the lengths
     found: list = [None] * count
     unpack = _ATTR.unpack_from
     slot_of = slots.get
+    length = 0
     while offset + 4 <= end:
         length, kind = unpack(buf, offset)
-        if length < 4 or offset + length > end:
-            raise _bad_attr(offset, end, length)
+        if length < 4:
+            raise _too_short(offset, length)
         slot = slot_of(kind & 0x3FFF)
         if slot is not None:
             found[slot] = (offset + 4, offset + length)
         offset += (length + 3) & ~3
-    if offset < end:
-        raise _bad_attr(offset, end, 0)
+    if offset != end:
+        _check_end(offset, end, length)
     return found
 
 
@@ -152,15 +162,11 @@ def _short(what: str, start: int, end: int, size: int) -> Malformed:
     return Malformed(f"{what} message's body is {end - start} bytes, shorter than its {size}-byte header")
 
 
-def _inet(family: int, raw: bytes | None, prefixlen: int, what: str) -> None:
-    """An IPv4 or IPv6 value and its prefix length fit their family (others are not read)."""
-    sizes = _INET.get(family)
-    if sizes is None:
-        return
-    if raw is not None and len(raw) != sizes[0]:
-        raise _wrong_size(what, len(raw), sizes[0])
-    if prefixlen > sizes[1]:
-        raise Malformed(f"a prefix length of {prefixlen} for family {family}")
+def _bad_inet(family: int, raw: bytes | None, prefixlen: int, what: str) -> Malformed:
+    size, longest = _INET[family]
+    if raw is not None and len(raw) != size:
+        return _wrong_size(what, len(raw), size)
+    return Malformed(f"{what} has a prefix length of {prefixlen}, over {longest}")
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -255,7 +261,7 @@ def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
             elif kind == "vxlan":
                 vxlan = _vxlan(d)
     return LinkMsg(index, flags,
-                   _text(buf[name[0]:name[1]]) if name is not None else "",
+                   buf[name[0]:name[1]].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if name is not None else "",
                    _u32_at(buf, mtu[0])[0] if _is_u32(mtu, "an MTU") else None,
                    buf[mac[0]:mac[1]].hex(":") if mac is not None and mac[1] - mac[0] == 6 else None,
                    _u32_at(buf, master[0])[0] if _is_u32(master, "a master index") else 0,
@@ -272,7 +278,9 @@ def _addr(buf: bytes, offset: int, end: int) -> AddrMsg:
     local, address = wanted_attrs(buf, offset + _IFADDR.size, end, _ADDR_SLOTS, 2)
     value = local if local is not None and local[1] > local[0] else address
     raw = buf[value[0]:value[1]] if value is not None else b""
-    _inet(family, raw or None, prefixlen, "an address")
+    sizes = _INET.get(family)  # an IPv4 or IPv6 value and its prefix length fit their family
+    if sizes is not None and (prefixlen > sizes[1] or raw and len(raw) != sizes[0]):
+        raise _bad_inet(family, raw or None, prefixlen, "an address")
     return AddrMsg(index, family, prefixlen, raw)
 
 
@@ -283,8 +291,12 @@ def _route(buf: bytes, offset: int, end: int) -> RouteMsg:
     table32, dst, gateway, oif, priority, multipath = wanted_attrs(buf, offset + _RTMSG.size, end, _ROUTE_SLOTS, 6)
     dst = buf[dst[0]:dst[1]] if dst is not None else None
     gateway = buf[gateway[0]:gateway[1]] if gateway is not None else None
-    _inet(family, dst, dst_len, "a route's destination")
-    _inet(family, gateway, 0, "a route's gateway")
+    sizes = _INET.get(family)
+    if sizes is not None:
+        if dst_len > sizes[1] or dst is not None and len(dst) != sizes[0]:
+            raise _bad_inet(family, dst, dst_len, "a route's destination")
+        if gateway is not None and len(gateway) != sizes[0]:
+            raise _bad_inet(family, gateway, 0, "a route's gateway")
     return RouteMsg(family, dst_len, (_u32_at(buf, table32[0])[0] if _is_u32(table32, "a route table") else 0) or table,
                     protocol, rtype, flags, dst, gateway,
                     _u32_at(buf, oif[0])[0] if _is_u32(oif, "a route's interface") else None,
@@ -301,7 +313,9 @@ def _neigh(buf: bytes, offset: int, end: int) -> NeighMsg:
     dst = bytes(dst) if dst is not None else None
     if dst is not None and family == AF_BRIDGE and len(dst) not in (4, 16):  # a VXLAN FDB entry's remote
         raise _wrong_size("a forwarding entry's destination", len(dst), "4 or 16")
-    _inet(family, dst, 0, "a neighbour's address")
+    sizes = _INET.get(family)
+    if sizes is not None and dst is not None and len(dst) != sizes[0]:
+        raise _bad_inet(family, dst, 0, "a neighbour's address")
     return NeighMsg(family, ifindex, state, dst, _mac(a.get(NDA_LLADDR)))
 
 
