@@ -16,17 +16,73 @@ import threading
 import time
 
 from .errors import KernelError
+
 # Replies are read and checked in rtnl_decode.py; its names are also taken from here (kernel.py,
 # observe.py, tables.py, the tests).
 from .rtnl_decode import (  # noqa: F401
-    _ADDR_SLOTS, _IFADDR, _IFINFO, _HEADER, _LINK_SLOTS, _NDMSG, _ROUTE_SLOTS, _RTMSG, _ATTR, _U32, AF_BRIDGE,
-    F_ACK_TLVS, F_CAPPED, F_DUMP_INTR, IFA_ADDRESS, IFA_LOCAL, IFLA_ADDRESS, IFLA_BR_STP_STATE, IFLA_IFALIAS,
-    IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINK_NETNSID, IFLA_LINKINFO, IFLA_MASTER,
-    IFLA_MTU, IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6,
-    IFLA_VXLAN_PORT, NDA_DST, NDA_LLADDR, NETNSA_NSID, NLMSG_DONE, NLMSG_ERROR, NLMSGERR_ATTR_MSG, PENDING, DumpFailed,
-    RTA_DST, RTA_GATEWAY, RTA_MULTIPATH, RTA_OIF, RTA_PRIORITY, RTA_TABLE, AddrMsg, LinkMsg, Malformed,
-    NeighMsg, NetlinkError, RouteMsg, _addr, _link, _neigh, _nsid, _route, answer, attrs, dump_datagram,
-    refusal, wanted_attrs,
+    _ADDR_SLOTS,
+    _ATTR,
+    _HEADER,
+    _IFADDR,
+    _IFINFO,
+    _LINK_SLOTS,
+    _NDMSG,
+    _ROUTE_SLOTS,
+    _RTMSG,
+    _U32,
+    AF_BRIDGE,
+    F_ACK_TLVS,
+    F_CAPPED,
+    F_DUMP_INTR,
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    IFLA_ADDRESS,
+    IFLA_BR_STP_STATE,
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    IFLA_INFO_DATA,
+    IFLA_INFO_KIND,
+    IFLA_LINK,
+    IFLA_LINK_NETNSID,
+    IFLA_LINKINFO,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_VXLAN_ID,
+    IFLA_VXLAN_LEARNING,
+    IFLA_VXLAN_LINK,
+    IFLA_VXLAN_LOCAL,
+    IFLA_VXLAN_LOCAL6,
+    IFLA_VXLAN_PORT,
+    NDA_DST,
+    NDA_LLADDR,
+    NETNSA_NSID,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGERR_ATTR_MSG,
+    PENDING,
+    RTA_DST,
+    RTA_GATEWAY,
+    RTA_MULTIPATH,
+    RTA_OIF,
+    RTA_PRIORITY,
+    RTA_TABLE,
+    AddrMsg,
+    DumpFailed,
+    LinkMsg,
+    Malformed,
+    NeighMsg,
+    NetlinkError,
+    RouteMsg,
+    _addr,
+    _link,
+    _neigh,
+    _nsid,
+    _route,
+    answer,
+    attrs,
+    dump_datagram,
+    refusal,
+    wanted_attrs,
 )
 
 NETLINK_ROUTE = 0
@@ -152,7 +208,7 @@ class Rtnl:
             raise KernelError(f"setting up a netlink socket: {err.strerror or err}") from None
 
     @classmethod
-    def open(cls) -> "Rtnl":
+    def open(cls) -> Rtnl:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         except OSError as err:

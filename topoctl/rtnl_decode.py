@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 F_DUMP_INTR = 0x10  # on a dump's message: the table changed while it was read

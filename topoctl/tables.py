@@ -21,7 +21,8 @@ import os
 import select
 import signal
 import time
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from . import netns as ns
 from .errors import KernelError

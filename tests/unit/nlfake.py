@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from topoctl import rtnl
 

@@ -329,7 +329,7 @@ def test_a_table_is_filtered_by_the_kernel_with_strict_checking():
 
 
 def test_without_strict_checking_a_table_is_filtered_here():
-    ours, sock = handle(load("routes.bin"), retag(load("routes.bin"), 2), refuse_strict=True)
+    ours, _ = handle(load("routes.bin"), retag(load("routes.bin"), 2), refuse_strict=True)
     main = ours.routes(254)
     assert ours.strict is False and main and {r.table for r in main} == {254}
     assert len(main) == len([r for r in rtnl.Rtnl(FakeSocket(load("routes.bin"))).routes() if r.table == 254])

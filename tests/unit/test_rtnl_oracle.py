@@ -17,8 +17,21 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from topoctl import netns, rtnl
 from topoctl.actions import (
-    AddAddress, AddFdb, AddNeighbour, AddRoute, Change, CreateBridge, CreateVeth, CreateVxlan, DeleteAddress,
-    DeleteFdb, DeleteLink, DeleteNeighbour, DeleteRoute, ReplaceRoute, SetLink,
+    AddAddress,
+    AddFdb,
+    AddNeighbour,
+    AddRoute,
+    Change,
+    CreateBridge,
+    CreateVeth,
+    CreateVxlan,
+    DeleteAddress,
+    DeleteFdb,
+    DeleteLink,
+    DeleteNeighbour,
+    DeleteRoute,
+    ReplaceRoute,
+    SetLink,
 )
 from topoctl.kernel import Kernel, execute
 from topoctl.state import Address, Fdb, Link, Neighbour, RouteEntry, Vxlan, owner_alias
@@ -43,7 +56,7 @@ class KernelSocket(FakeSocket):
 
     def send(self, data: bytes) -> int:
         self.sent.append(bytes(data))
-        _, kind, flags, seq, _ = HEADER.unpack_from(data)
+        _, kind, _, seq, _ = HEADER.unpack_from(data)
         if kind == rtnl.RTM_GETLINK:
             name = rtnl.attrs(data, 32, len(data))[rtnl.IFLA_IFNAME].tobytes().rstrip(b"\0").decode()
             self.queue.append(link(self.indexes[name], name, seq=seq, flags=0))
