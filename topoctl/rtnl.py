@@ -4,6 +4,7 @@ Part of the kernel layer. It exists for speed: a request here is a struct.pack, 
 one recv, and a dump is parsed with struct.unpack_from into NamedTuples, where pyroute2 0.9
 runs an asyncio event loop per request and decodes every attribute of every message (measured:
 ~4 ms per dump, and ~0.2 s to import). pyroute2 remains the reference the tests compare with.
+Replies are read and checked by rtnl_decode.py: what cannot be trusted is a KernelError.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF = 0x02
 
 DUMP_ATTEMPTS = 5  # reads of a table that changed while it was dumped, before giving up
-REPLY_TIMEOUT = 30  # seconds: the kernel queues a reply before send() returns, so only a lost one is waited for
+# seconds without a datagram while one is due: the kernel queues each part of a reply before the
+# send() or recv() that asks for it returns, so only a lost one is waited for
+REPLY_TIMEOUT = 30
 _MALFORMED_HINT = ("nothing was done with it; this is a bug of topoctl's netlink codec or of the kernel: "
                    "please report it, with the output of `uname -r`")
 _WHAT = {RTM_GETLINK: "reading the interfaces", RTM_GETADDR: "reading the addresses", RTM_GETROUTE: "reading the routes",
@@ -285,7 +288,7 @@ class Rtnl:
         interrupted = ended = False
         sock, reply_type = self.sock, kind - 2  # RTM_GETx is answered by RTM_NEWx
         try:
-            while not ended:  # _receive called here, not through _recv: this loop is the hot one
+            while not ended:
                 ended, interrupted = dump_datagram(_receive(sock), seq, reply_type, parse, out, interrupted)
         except NetlinkError as err:  # refused, or ended in an error: either way no longer running
             self.unfinished = False
