@@ -6,20 +6,23 @@ rest: the kernel answers both at once and each process parses only its own. The 
 its own sockets, entering each namespace by setns in its one thread, so it needs nothing of
 this process's sockets, and it can be started early: an apply or plan starts it before it
 computes the desired state (Kernel.prefetch), so that the helper's reading overlaps that work.
-It sends its messages back through a pipe with marshal and ends with os._exit. If it fails in
-any way, this process reads its share itself.
+It sends its messages back through a pipe with marshal and ends with os._exit. A KernelError in
+the helper (a refused or malformed read) is sent back instead and raised here; if it fails in any
+other way (dies, hangs, sends what cannot be decoded), this process reads its share itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import marshal
 import os
 import select
 import signal
 import time
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from . import netns as ns
 from .errors import KernelError
@@ -31,6 +34,8 @@ PARALLEL_FROM = 200  # namespaces; below this a fork (~5 ms) costs more than it 
 HELPER_SHARE = 0.5  # of the namespaces, read by the helper
 HELPER_TIMEOUT = 30.0  # seconds the helper may take after this process's half (it needs <1 s at 1000)
 _STOPS = {signal.SIGINT, signal.SIGTERM}
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # looked up here: the helper then calls it with no dlopen of its own
 
 
 class Tables(NamedTuple):
@@ -45,6 +50,8 @@ def _dump(handle: Rtnl, scope: Scope) -> Tables:
     except NetlinkError as err:  # a kernel refusal of a read is an error of topoctl's kind
         raise KernelError(f"reading the interfaces, addresses and routes of {scope_label(scope)}: "
                           f"{err.strerror}") from None
+    except KernelError as err:  # a failed or malformed dump: say where
+        raise KernelError(f"in {scope_label(scope)}, {err.message}", err.hint) from None
 
 
 def _read(kernel, scope: Scope) -> Tables:
@@ -59,23 +66,40 @@ def _encode(tables: dict[str, Tables]) -> bytes:
                            [tuple(m) for m in t.routes]) for scope, t in tables.items()])
 
 
+def _encode_error(err: KernelError) -> bytes:
+    return marshal.dumps(("KernelError", err.message, err.hint))  # a tuple: the tables are a list
+
+
 def _decode(blob: bytes) -> dict[str, Tables]:
+    """The helper's tables; raises the KernelError it sent instead."""
+    loaded = marshal.loads(blob)
+    if isinstance(loaded, tuple) and len(loaded) == 3 and loaded[0] == "KernelError":
+        raise KernelError(str(loaded[1]), str(loaded[2]))
     return {scope: Tables([LinkMsg._make(m) for m in links], [AddrMsg._make(m) for m in addresses],
-                          [RouteMsg._make(m) for m in routes]) for scope, links, addresses, routes in marshal.loads(blob)}
+                          [RouteMsg._make(m) for m in routes]) for scope, links, addresses, routes in loaded}
 
 
-def _helper(scopes: list[str], write_fd: int, mask: set) -> None:
+def _helper(scopes: list[str], write_fd: int, mask: set, parent: int) -> None:
     """The forked process: open a socket in each namespace (one that does not exist is left
-    out), read, write, end with os._exit (its caller makes sure of that too). A stop signal
-    ends it at once, with no handler of the parent's: the parent reads its share again. The
-    parent's finalizers must not run here, so the collector is off."""
+    out), read, write, end with os._exit (its caller makes sure of that too). It ignores stop
+    signals: a Ctrl-C goes to the whole process group, and the parent, which decides when the
+    helper ends (close()), may still read its tables. It dies with the parent (PR_SET_PDEATHSIG,
+    checked against a parent gone before it was set). The parent's finalizers must not run
+    here, so the collector is off."""
     gc.disable()
     for stop in _STOPS:
-        if signal.getsignal(stop) is not signal.SIG_IGN:
-            signal.signal(stop, signal.SIG_DFL)
+        signal.signal(stop, signal.SIG_IGN)
+    # the death signal follows the thread that forked (the main thread): were it to end first, the
+    # helper dies and its share is read by the parent
+    if (_libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                    ctypes.c_ulong(0)) != 0 or os.getppid() != parent):
+        os._exit(1)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    handles = ns.open_in_each_here(scopes, Rtnl.open)
-    blob = _encode({scope: _dump(handle, scope) for scope, handle in handles.items()})
+    try:
+        handles = ns.open_in_each_here(scopes, Rtnl.open)
+        blob = _encode({scope: _dump(handle, scope) for scope, handle in handles.items()})
+    except KernelError as err:
+        blob = _encode_error(err)
     view = memoryview(blob)
     while view:
         view = view[os.write(write_fd, view):]
@@ -93,6 +117,7 @@ class Reader:
         self._delivered = False
         read_fd, write_fd = os.pipe()
         pid: int | None = None
+        parent = os.getpid()
         try:
             # Stop signals are blocked from before the fork until each process has set itself
             # up: a Ctrl-C never runs topoctl's own code in the helper.
@@ -105,7 +130,7 @@ class Reader:
                 if pid == 0:
                     try:
                         os.close(read_fd)
-                        _helper(scopes, write_fd, mask)
+                        _helper(scopes, write_fd, mask, parent)
                     finally:
                         os._exit(1)
             finally:
@@ -119,7 +144,8 @@ class Reader:
 
     def collect(self, timeout: float) -> dict[str, Tables] | None:
         """The helper's tables by namespace (those that did not exist left out), or None if
-        it failed or has not finished within `timeout` seconds."""
+        it failed or has not finished within `timeout` seconds. Raises the KernelError of a
+        read that failed in the helper."""
         if self.pid is None:
             return None
         chunks: list[bytes] = []

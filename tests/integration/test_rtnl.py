@@ -77,6 +77,10 @@ def test_refusals_carry_the_kernels_words(sandbox_factory):
 
         with pytest.raises(NetlinkError) as refused:
             ours.link_set(index, kind="vxlan", data=attr_u32(IFLA_VXLAN_ID, 9))
+        assert "Cannot change VNI" in refused.value.message  # the uncapped layout: the whole request quoted
+        ours.sock.setsockopt(270, 10, 1)  # NETLINK_CAP_ACK: the capped layout, the request's header only
+        with pytest.raises(NetlinkError) as refused:
+            ours.link_set(index, kind="vxlan", data=attr_u32(IFLA_VXLAN_ID, 9))
         assert "Cannot change VNI" in refused.value.message
         assert ours.link_index("no-such-link") is None
     finally:
@@ -141,3 +145,57 @@ def test_a_refused_read_is_a_topoctl_error_not_a_traceback(sandbox_factory, monk
     context = Context(topology, realise(topology, None, True))
     with Kernel() as kernel, pytest.raises(KernelError, match="reading the interfaces, addresses and routes of .*busy"):
         context.plan(kernel)
+
+
+def test_a_dump_the_kernel_ends_with_an_error_is_a_kernel_error(sandbox_factory):
+    """With strict checking, a dump filter the kernel does not support ends the dump with an
+    error in its NLMSG_DONE (and the reason in its extended ack): once read as an empty table."""
+    from topoctl import rtnl
+    from topoctl.errors import KernelError
+
+    box = sandbox_factory(many_ports(2))
+    box.apply()
+    ours, ref = both(box.ns("c0"))
+    ref.close()
+    try:
+        ours._strict()
+        with pytest.raises(KernelError, match=r"reading the interfaces: the kernel ended the dump with an error: "
+                                              r"Invalid argument \(.*link dump"):
+            ours.dump(rtnl.RTM_GETLINK, rtnl.ifinfo(index=1), rtnl._link)
+        assert not ours.unfinished
+        assert {link.name for link in ours.links()} == {"lo", "eth0"}  # the socket is still usable
+    finally:
+        ours.close()
+
+
+class _NoStrictChecking:
+    """A real socket whose owner's kernel refuses NETLINK_GET_STRICT_CHK (as before Linux 4.20)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def setsockopt(self, level, option, value):
+        if (level, option) == (270, 12):
+            raise OSError(92, "Protocol not available")
+        return self._sock.setsockopt(level, option, value)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_without_strict_checking_the_main_table_is_filtered_here(sandbox_factory):
+    box = sandbox_factory(many_ports(2))
+    box.apply()
+    host = box.host("local")
+    ours, ref = both(host)
+    plain = Rtnl(_NoStrictChecking(ns.run_in_netns(host, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))))
+    try:
+        main = plain.routes(254)
+        assert plain.strict is False and {r.table for r in main} == {254}
+        assert main == ours.routes(254)  # what a strict kernel filters, read on a strict socket
+        assert {(r.family, r.dst_len, r.oif) for r in main} == {
+            (m["family"], m["dst_len"], m.get("oif")) for m in ref.route("dump") if m.get("table") == 254}
+    finally:
+        ours.close()
+        ref.close()
+        plain.close()

@@ -42,9 +42,9 @@ def test_a_link_message_is_parsed_with_its_vxlan_data():
 def test_an_error_reply_carries_the_kernels_text():
     request = struct.pack("=IHHII", 32, rtnl.RTM_NEWLINK, 5, 9, 0)
     payload = struct.pack("=i", -95) + request + rtnl.attr_str(rtnl.NLMSGERR_ATTR_MSG, "Cannot change VNI")
-    error = rtnl.Rtnl._error(payload, 0, len(payload), rtnl.F_CAPPED | rtnl.F_ACK_TLVS)
+    error = rtnl.refusal(payload, 0, len(payload), rtnl.F_CAPPED | rtnl.F_ACK_TLVS)
     assert error.code == 95 and error.message == "Cannot change VNI"
-    assert rtnl.Rtnl._error(struct.pack("=i", 0) + request, 0, 20, 0) is None
+    assert rtnl.refusal(struct.pack("=i", 0) + request, 0, 20, 0) is None
 
 
 def test_the_descriptor_limit_is_raised_for_many_namespaces():
