@@ -21,7 +21,7 @@ from . import netns as ns
 from . import records
 from .actions import Action, CreateNamespace, CreateVeth, DeleteNamespace, Plan, SetSysctl
 from .desired import Realisation, container_names, desired_state, emulates_underlay
-from .errors import (ApplyFailed, Interrupted, KernelError, StalePlan, Terminated, TopoctlError, UsageError,
+from .errors import (ApplyFailed, Interrupted, KernelError, Missing, StalePlan, Terminated, TopoctlError, UsageError,
                      VerificationFailed)
 from .interrupts import Interrupts, signal_reason
 from .kernel import BATCHED, Kernel, PartialRun, adopt, execute, execute_run
@@ -255,7 +255,7 @@ def _settle(kernel: Kernel, context: Context, deleted: list[str], live: State) -
             try:
                 if kernel.rtnl(link.scope).link_index(link.name) is not None:
                     remaining.append(link)
-            except KernelError:
+            except Missing:
                 pass  # its own namespace is gone too
         waiting = remaining
         if waiting:

@@ -69,6 +69,10 @@ class KernelError(TopoctlError):
     """The kernel refused a change or a read."""
 
 
+class Missing(KernelError):
+    """What a step or a read needs is not there: a namespace, an interface."""
+
+
 class PermissionDenied(TopoctlError):
     """Reading or changing network state needs privileges we do not have."""
 

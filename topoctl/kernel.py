@@ -38,7 +38,7 @@ from .actions import (
     SetLink,
     SetSysctl,
 )
-from .errors import KernelError, PermissionDenied, TopoctlError
+from .errors import KernelError, Missing, PermissionDenied, TopoctlError
 from .rtnl import (
     AF_BRIDGE,
     IFA_F_NODAD,
@@ -108,6 +108,15 @@ def _allow_descriptors(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def _netlink_socket() -> socket.socket:
+    """A netlink socket in the calling thread's namespace; failing, a KernelError."""
+    try:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    except OSError as err:
+        hint = "raise the open-file limit (ulimit -n)" if err.errno in (errno.EMFILE, errno.ENFILE) else ""
+        raise KernelError(f"cannot open a netlink socket: {err.strerror or err}", hint) from None
+
+
 class Kernel:
     """Netlink sockets by namespace, opened on demand (or many at once) and closed together."""
 
@@ -128,7 +137,7 @@ class Kernel:
         """Sockets for all these namespaces (those that exist), made by one thread."""
         missing = [s for s in scopes if s is not None and s not in self._rtnl]
         self.make_room(len(missing))
-        opened = ns.run_in_each(missing, lambda _: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+        opened = ns.run_in_each(missing, lambda _: _netlink_socket())
         for scope, sock in opened.items():
             self._rtnl[scope] = Rtnl(sock)
 
@@ -147,7 +156,7 @@ class Kernel:
             if scope is None:
                 handle = Rtnl.open()
             else:
-                handle = Rtnl(ns.run_in_netns(scope, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)))
+                handle = Rtnl(ns.run_in_netns(scope, _netlink_socket))
             self._rtnl[scope] = handle
         return handle
 
@@ -213,7 +222,7 @@ class Kernel:
         if index is None:
             index = self.rtnl(scope).link_index(name)
             if index is None:
-                raise KernelError(f"interface {name} not found in {scope_label(scope)}")
+                raise Missing(f"interface {name} not found in {scope_label(scope)}")
             self._index.setdefault(scope, {})[name] = index
         return index
 
@@ -439,7 +448,7 @@ def _delete_link(kernel: Kernel, action: DeleteLink, topology: str) -> None:
     link = action.link
     try:
         kernel.rtnl(link.scope).link_del(kernel.index_of(link.scope, link.name))
-    except KernelError:
+    except Missing:
         pass  # already gone with its veth peer or its namespace: the goal is met
     except NetlinkError as err:
         if err.code != errno.ENODEV:
@@ -639,6 +648,11 @@ def execute(kernel: Kernel, action: Action, topology: str) -> None:
             raise PermissionDenied(f"{action.verb} {action.subject()}: {reason}",
                                    "changing network state needs CAP_NET_ADMIN (run as root)") from None
         raise KernelError(f"{action.verb} {action.subject()}: {reason}") from None
+    except KernelError as err:  # a reply that could not be trusted, a lookup: name the step
+        named = f"{action.verb} {action.subject()}"
+        if err.message.startswith(named):
+            raise
+        raise type(err)(f"{named}: {err.message}", err.hint) from None
     except OSError as err:
         if err.errno in (errno.EPERM, errno.EACCES):
             raise PermissionDenied(f"{action.verb} {action.subject()}: {err.strerror}", "run as root") from None

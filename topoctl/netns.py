@@ -16,7 +16,7 @@ import os
 import threading
 from typing import Callable, TypeVar
 
-from .errors import KernelError, PermissionDenied
+from .errors import KernelError, Missing, PermissionDenied
 from .records import forget_netns
 
 NETNS_RUN_DIR = "/run/netns"
@@ -246,7 +246,7 @@ def _translate(exc: BaseException, name: str) -> BaseException:
             return PermissionDenied(f"not allowed to enter network namespace {name}: {exc.strerror}",
                                     "run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN are needed)")
         if exc.errno == errno.ENOENT:
-            return KernelError(f"network namespace {name} does not exist",
+            return Missing(f"network namespace {name} does not exist",
                                "run plan to see what is missing; apply creates it")
         if exc.errno == errno.EINVAL:
             return not_a_namespace(name)

@@ -227,8 +227,9 @@ def test_a_reader_never_used_is_ended_with_the_kernel_object(sandbox_factory, mo
 
 @pytest.mark.parametrize("failure", ["raises", "hangs", "is stopped"])
 def test_a_failing_helper_is_replaced_by_reading_its_half_again(sandbox_factory, monkeypatch, parallel, failure):
-    """Whatever happens to the helper, the plan reads the same state, nothing is left over,
-    and a stop signal ends the helper alone (none of topoctl's handlers runs in it)."""
+    """Whatever happens to the helper, the plan reads the same state and nothing is left over;
+    a stop signal is ignored in the helper (none of topoctl's handlers runs in it), and a
+    helper killed outright is replaced like one that failed."""
     tables, watch = parallel
     box = sandbox_factory(containers(12))
     box.apply()
@@ -240,7 +241,8 @@ def test_a_failing_helper_is_replaced_by_reading_its_half_again(sandbox_factory,
             raise RuntimeError("helper cannot encode")
         if failure == "hangs":
             time.sleep(60)  # bounded: a regression must fail this test, not hang the run
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored
+        os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(60)
 
     monkeypatch.setattr(tables, "_encode", helper_fails)

@@ -15,6 +15,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from topoctl import kernel as kernel_module
 from topoctl import netns, rtnl
 from topoctl.actions import (
     AddAddress,
@@ -74,6 +75,10 @@ def kernel(monkeypatch):
         return opened[-1]
 
     monkeypatch.setattr(netns, "open_netns", open_netns)
+    # A MAC change is sent from inside its namespace with announcements on (sysctls there):
+    # here only the request is wanted, made on the fake socket.
+    monkeypatch.setattr(netns, "run_in_netns", lambda scope, fn: fn())
+    monkeypatch.setattr(kernel_module, "_announcing", lambda name, request: request())
     with Kernel() as k:
         for scope, indexes in INDEXES.items():
             k.adopt(scope, rtnl.Rtnl(KernelSocket(indexes)))
