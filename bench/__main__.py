@@ -98,7 +98,7 @@ def force_clean(t: BenchTopology) -> None:
 
 
 def ping(namespace: str, address: str) -> bool:
-    from topoctl.netns import run_command_in
+    from topoctl.kernel.namespaces import run_command_in
 
     return run_command_in(namespace, ["ping", "-c", "1", "-w", "5", "-i", "0.2", "-q", address], quiet=True) == 0
 

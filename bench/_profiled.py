@@ -14,26 +14,41 @@ import time
 from pathlib import Path
 
 # what the commands import lazily (cli.py imports them inside the command functions)
-LAZY = ["topoctl.applier", "topoctl.loader", "topoctl.kernel", "topoctl.observe", "topoctl.planner",
-        "topoctl.show", "topoctl.journal", "topoctl.locking", "topoctl.saved", "topoctl.compiled"]
+LAZY = ["topoctl.applier", "topoctl.context", "topoctl.spec.loader", "topoctl.kernel.executors",
+        "topoctl.kernel.observe", "topoctl.core.planner", "topoctl.output.show", "topoctl.store.journal",
+        "topoctl.store.locking", "topoctl.store.saved", "topoctl.spec.compiled"]
 
-# (module, attribute, label): the steps timed, where the code that calls them looks them up
+# (module[.class], attribute, label): the steps timed, where the code that calls them looks them up
 STEPS = [
-    ("topoctl.loader", "load_file", "load the cached topology"),
-    ("topoctl.kernel.Kernel", "prefetch", "fork the reader"),
-    ("topoctl.applier", "desired_state", "desired state"),
-    ("topoctl.records", "netns_records", "namespace records"),
-    ("topoctl.kernel.Kernel", "open", "open sockets"),
-    ("topoctl.tables", "_read", "dumps read here"),
-    ("topoctl.tables.Reader", "collect", "wait for the reader's share"),
-    ("topoctl.observe", "read_tables", "read_tables (all dumps)"),
-    ("topoctl.applier", "observe", "observe (read + build the live state)"),
-    ("topoctl.applier", "plan", "planner"),
-    ("topoctl.kernel", "create_namespaces", "create namespaces"),
+    ("topoctl.spec.loader", "load_file", "load the cached topology"),
+    ("topoctl.kernel.sockets.Kernel", "prefetch", "fork the reader"),
+    ("topoctl.core.desired", "desired_state", "desired state"),
+    ("topoctl.store.records", "netns_records", "namespace records"),
+    ("topoctl.kernel.sockets.Kernel", "open", "open sockets"),
+    ("topoctl.kernel.tables", "_read", "dumps read here"),
+    ("topoctl.kernel.tables.Reader", "collect", "wait for the reader's share"),
+    ("topoctl.kernel.observe", "read_tables", "read_tables (all dumps)"),
+    ("topoctl.context", "observe", "observe (read + build the live state)"),
+    ("topoctl.context", "plan", "planner"),
+    ("topoctl.kernel.executors", "create_namespaces", "create namespaces"),
     ("topoctl.applier", "execute", "other steps (veths, addresses, routes)"),
     ("topoctl.applier", "execute_plan", "execute the plan"),
-    ("topoctl.journal.Journal", "_write", "journal writes"),
+    ("topoctl.store.journal.Journal", "_write", "journal writes"),
 ]
+
+
+def _owner(dotted: str):
+    """The module, or the class inside a module, that a dotted name names."""
+    path = dotted.split(".")
+    for cut in range(len(path), 1, -1):
+        try:
+            owner = importlib.import_module(".".join(path[:cut]))
+        except ImportError:
+            continue
+        for part in path[cut:]:
+            owner = getattr(owner, part)
+        return owner
+    raise ImportError(dotted)
 
 
 def main(mode: str, out: str, argv: list[str]) -> None:
@@ -52,10 +67,7 @@ def main(mode: str, out: str, argv: list[str]) -> None:
     spent: dict[str, float] = {}
     if mode == "timers":
         for module_name, attribute, label in STEPS:
-            path = module_name.split(".")
-            owner = importlib.import_module(".".join(path[:2]))
-            for part in path[2:]:
-                owner = getattr(owner, part)
+            owner = _owner(module_name)
             real = getattr(owner, attribute)
 
             def timed(*args, _real=real, _label=label, **kwargs):

@@ -10,7 +10,7 @@ REQUIRE_ROOT = os.environ.get("TOPOCTL_REQUIRE_ROOT_TESTS") == "1"
 
 
 def have_root() -> bool:
-    from topoctl.privileges import missing_capabilities
+    from topoctl.kernel.privileges import missing_capabilities
 
     return not missing_capabilities()
 

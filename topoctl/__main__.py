@@ -19,7 +19,7 @@ def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # a signal ignored by the caller stays so
             signal.signal(signum, _stopped)
-    from .cli import main as run
+    from topoctl.cli import main as run
 
     run()
 

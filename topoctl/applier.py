@@ -13,24 +13,23 @@ import signal
 import time
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
-from functools import cached_property
 from typing import Callable
 
-from . import journal
-from . import netns as ns
-from . import records
-from .actions import Action, CreateNamespace, CreateVeth, DeleteNamespace, Plan, SetSysctl
-from .desired import Realisation, container_names, desired_state, emulates_underlay
-from .errors import (ApplyFailed, Interrupted, KernelError, Missing, StalePlan, Terminated, TopoctlError, UsageError,
-                     VerificationFailed)
-from .interrupts import Interrupts, signal_reason
-from .kernel import BATCHED, Kernel, PartialRun, adopt, execute, execute_run
-from .model import Topology
-from .observe import observe
-from .planner import plan
-from .restore import restore_target
-from .saved import SavedPlan, fingerprint
-from .state import State
+from topoctl.store import journal
+from topoctl.kernel import namespaces as ns
+from topoctl.store import records
+from topoctl.core.actions import Action, CreateNamespace, CreateVeth, DeleteNamespace, Plan, SetSysctl
+from topoctl.context import Context
+from topoctl.errors import (ApplyFailed, Interrupted, KernelError, Missing, StalePlan, Terminated, TopoctlError, VerificationFailed)
+from topoctl.interrupts import Interrupts, signal_reason
+from topoctl.kernel.executors import BATCHED, execute, execute_run
+from topoctl.kernel.recovery import mark_unfinished
+from topoctl.kernel.sockets import Kernel
+from topoctl.kernel.sysctls import PartialRun
+from topoctl.core.planner import plan
+from topoctl.core.restore import restore_target
+from topoctl.store.saved import SavedPlan, fingerprint
+from topoctl.core.state import State
 
 SETTLE_TIMEOUT = 10.0
 FAULT_ENV = "TOPOCTL_FAULT_AT"
@@ -38,118 +37,6 @@ PAUSE_ENV = "TOPOCTL_PAUSE_AT"
 PAUSE_LIMIT = 10.0
 
 Progress = Callable[[int, int, Action], None]
-
-
-def realise(topology: Topology, host: str | None, emulate: bool,
-            local_addresses: Callable[[], set] | None = None) -> Realisation:
-    """Which hosts of the file this run acts on, and how they map onto the machine.
-
-    Emulated, all hosts (or the one --host names). For real, the one --host names, the only
-    one, or the one whose underlay address this machine has (`local_addresses` reads them).
-    """
-    names = topology.host_names()
-    if host is not None:
-        if host not in names:
-            raise UsageError(f"unknown host {host!r}", f"the file's hosts are: {', '.join(names)}")
-        return Realisation(topology.name, (host,), emulate, names)
-    if emulate or len(names) == 1:
-        return Realisation(topology.name, names, emulate, names)
-    if local_addresses is not None:
-        mine = local_addresses()
-        matches = [h.name for h in topology.hosts if h.address is not None and h.address.ip in mine]
-        if len(matches) == 1:
-            return Realisation(topology.name, (matches[0],), emulate, names)
-        if len(matches) > 1:
-            raise UsageError(f"this machine has the underlay addresses of hosts {', '.join(matches)}",
-                             "say which it is with --host")
-    raise UsageError(f"the file has {len(names)} hosts and none has an underlay address of this machine",
-                     f"use --host with one of: {', '.join(names)} (or --emulate to build them all here)")
-
-
-@dataclass
-class Context:
-    topology: Topology
-    realisation: Realisation
-
-    @cached_property
-    def desired(self) -> State:
-        """Computed on first use: a plan starts reading the live state before (see plan())."""
-        return desired_state(self.topology, self.realisation)
-
-    def empty(self, keep_shared: bool = True) -> State:
-        """What the topology wants when it is destroyed: nothing, in the same places; but a
-        destroy of some hosts keeps what the others still use (the emulated underlay)."""
-        state = State(scopes=set(self.desired.scopes))
-        shared = self.shared_scope()
-        if keep_shared and shared is not None and shared in self.desired.namespaces:
-            state.namespaces[shared] = self.desired.namespaces[shared]
-            for key, link in self.desired.links.items():
-                if key[0] == shared and link.kind in ("bridge", "loopback"):
-                    state.links[key] = link
-        return state
-
-    def lock_names(self) -> list[str]:
-        """What an apply or destroy locks: each host it acts on (emulated: its namespace, and
-        the underlay the hosts share; for real: this machine)."""
-        r = self.realisation
-        if not r.emulate:
-            return ["root"]
-        names = [r.host_scope(h) for h in r.hosts]
-        if emulates_underlay(self.topology, r):
-            names.append(r.underlay_scope)
-        return names
-
-    def shared_scope(self) -> str | None:
-        """The namespace several hosts share, when this run acts on only some of them."""
-        r = self.realisation
-        return r.underlay_scope if r.emulate and r.partial else None
-
-    def observe(self, kernel: Kernel) -> State:
-        return self._observe(kernel)[0]
-
-    def _observe(self, kernel: Kernel, destroy: bool = False,
-                 recovery: journal.Interrupted | None = None) -> tuple[State, bool]:
-        """The live state in this run's view, and whether other hosts still use the shared underlay."""
-        r = self.realisation
-        begun = [obj["netns"] for obj in recovery.unfinished if "netns" in obj] if recovery is not None else []
-        live = observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys(),
-                       hosts=set(r.hosts) if r.partial else None, skim_containers=destroy, half_made_ours=begun)
-        shared = self.shared_scope()
-        if shared is None:
-            return live, False
-        others = [k for k, link in live.links.items() if k[0] == shared and link.kind == "veth"
-                  and k not in self.desired.links]
-        # Other hosts' cables on the shared underlay are theirs to manage, not this run's.
-        live.links = {k: v for k, v in live.links.items() if k[0] != shared or k in self.desired.links}
-        live.addresses = {a for a in live.addresses if a.scope != shared or (a.scope, a.link) in self.desired.links}
-        return live, bool(others)
-
-    def plan(self, kernel: Kernel, destroy: bool = False, recovering: bool = True) -> tuple[Plan, State]:
-        """The plan from the live state. `recovering`: consult the journal of an interrupted
-        run (not when verifying a run that holds the journal itself)."""
-        if not destroy:  # a destroy does not read our containers (it deletes them whole)
-            kernel.prefetch(container_names(self.topology, self.realisation))
-        recovery = journal.interrupted(self.topology.name) if recovering else None
-        live, shared_in_use = self._observe(kernel, destroy, recovery)
-        if recovery is not None:
-            _count_unfinished_as_ours(live, recovery, self.topology.name)
-        wanted = self.empty(keep_shared=shared_in_use) if destroy else self.desired
-        the_plan = plan(wanted, live, self.topology.name)
-        if recovery is not None:
-            the_plan = dataclass_replace(the_plan, notes=the_plan.notes + (recovery.describe(),))
-        return the_plan, live
-
-
-def _count_unfinished_as_ours(live: State, recovery: journal.Interrupted, topology: str) -> None:
-    """What an interrupted apply began may lack our mark: plan as if it had it (apply marks it)."""
-    for obj in recovery.unfinished:
-        if "netns" in obj and obj["netns"] in live.namespaces and live.namespaces[obj["netns"]].owner is None:
-            live.namespaces[obj["netns"]] = dataclass_replace(live.namespaces[obj["netns"]], owner=topology,
-                                                             role=obj.get("role", "container"))
-        elif "link" in obj:
-            key = (obj.get("scope"), obj["link"])
-            if key in live.links and live.links[key].owner is None:
-                live.links[key] = dataclass_replace(live.links[key], owner=topology)
 
 
 @dataclass(frozen=True)
@@ -397,7 +284,7 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
         ns.remove_placeholder(name)  # a run killed while deleting it: unmounted, not yet unlinked
         records.forget_netns(name)
     if recovery is not None:
-        adopted = adopt(kernel, topology, recovery.unfinished)
+        adopted = mark_unfinished(kernel, topology, recovery.unfinished)
         notes = (recovery.describe() + (f"; marked as its own: {', '.join(adopted)}" if adopted else ""),)
         journal.forget(topology)  # what it began now carries our marks: nothing left to take over
     the_plan, live = context.plan(kernel, destroy=destroy)

@@ -14,8 +14,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from . import __version__
-from .errors import InvalidTopology, Terminated, TopoctlError
+from topoctl import __version__
+from topoctl.errors import InvalidTopology, Terminated, TopoctlError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -118,23 +118,32 @@ def _guard(body: Callable[[], Optional[int]], output: Output = Output.text,
 _in_body: list = []  # non-empty once a command's body has begun (its exit code is its own)
 
 
-def _context(file: str, host: Optional[str], emulate: bool):
-    from .applier import Context, realise
-    from .loader import load_file
+def _deployment(file: str, host: Optional[str], emulate: bool):
+    """The file's topology and how this run realises it (pure: what render needs)."""
+    from topoctl.core.desired import Deployment
+    from topoctl.core.realisation import realise
+    from topoctl.spec.loader import load_file
 
     topology = load_file(file)
 
-    def machine_addresses() -> set:
-        from .kernel import local_addresses
+    def machine_addresses() -> set:  # only for a multi-host file without --host or --emulate
+        from topoctl.kernel.reads import local_addresses
         return local_addresses()
 
-    return Context(topology, realise(topology, host, emulate, machine_addresses))
+    return Deployment(topology, realise(topology, host, emulate, machine_addresses))
+
+
+def _context(file: str, host: Optional[str], emulate: bool):
+    from topoctl.context import Context
+
+    deployment = _deployment(file, host, emulate)
+    return Context(deployment.topology, deployment.realisation)
 
 
 def _saved_context(saved):
     """The context a saved plan was made in: its own copy of the topology, its hosts."""
-    from .applier import Context, realise
-    from .loader import load_text
+    from topoctl.context import Context, realise
+    from topoctl.spec.loader import load_text
 
     topology = load_text(saved.text, saved.source)
     host = saved.hosts[0] if len(saved.hosts) == 1 and len(topology.hosts) > 1 else None
@@ -142,8 +151,8 @@ def _saved_context(saved):
 
 
 def _need_privileges(what: str) -> None:
-    from .errors import PermissionDenied
-    from .privileges import missing_capabilities
+    from topoctl.errors import PermissionDenied
+    from topoctl.kernel.privileges import missing_capabilities
 
     missing = missing_capabilities()
     if missing:
@@ -157,7 +166,7 @@ def validate(files: List[str] = typer.Argument(..., metavar="FILE...", help="Top
     """Check files against the schema and the semantic rules. Needs no root."""
 
     def body() -> int:
-        from .loader import load_file
+        from topoctl.spec.loader import load_file
         problems = []
         for file in files:
             try:
@@ -187,9 +196,9 @@ def plan(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
     from pathlib import Path
 
     def body() -> int:
-        from .kernel import Kernel
-        from .saved import SavedPlan, fingerprint
-        from .show import print_plan
+        from topoctl.kernel.sockets import Kernel
+        from topoctl.store.saved import SavedPlan, fingerprint
+        from topoctl.output.show import print_plan
         context = _context(file, host, emulate)
         _need_privileges("plan")
         with Kernel() as kernel:
@@ -217,14 +226,14 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
     verb = "destroy" if destroy else "apply"
 
     def body() -> int:
-        from .applier import reconcile
-        from .errors import Interrupted
-        from .interrupts import Interrupts, signal_name, signal_reason
-        from .kernel import Kernel
-        from .locking import host_locks
-        from .saved import is_saved_plan
-        from .saved import load as load_saved
-        from .show import print_plan, progress_bar
+        from topoctl.applier import reconcile
+        from topoctl.errors import Interrupted
+        from topoctl.interrupts import Interrupts, signal_name, signal_reason
+        from topoctl.kernel.sockets import Kernel
+        from topoctl.store.locking import host_locks
+        from topoctl.store.saved import is_saved_plan
+        from topoctl.store.saved import load as load_saved
+        from topoctl.output.show import print_plan, progress_bar
         nonlocal destroy
         expected = None
         if not destroy and is_saved_plan(file):
@@ -298,9 +307,9 @@ def render(file: str = FileArg, host: Optional[str] = HostOpt,
     """Print the equivalent shell script (from the same plan apply executes). Needs no root."""
 
     def body() -> int:
-        from .render import render_build, render_teardown
-        context = _context(file, host, emulate)
-        script = (render_teardown if teardown else render_build)(context, flavor.value)
+        from topoctl.output.render import render_build, render_teardown
+        deployment = _deployment(file, host, emulate)
+        script = (render_teardown if teardown else render_build)(deployment, flavor.value)
         sys.stdout.write(script)
         return 0
 
@@ -313,8 +322,8 @@ def show(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
     """Print the live state of this topology's objects."""
 
     def body() -> int:
-        from .kernel import Kernel
-        from .show import print_state, state_json
+        from topoctl.kernel.sockets import Kernel
+        from topoctl.output.show import print_state, state_json
         context = _context(file, host, emulate)
         _need_privileges("show")
         with Kernel() as kernel:
@@ -336,8 +345,8 @@ def exec_(file: str = FileArg,
     """Run CMD inside one of the topology's namespaces (or a host's). Exits with CMD's code."""
 
     def body() -> int:
-        from .errors import UsageError
-        from .netns import run_command_in as run_in
+        from topoctl.errors import UsageError
+        from topoctl.kernel.namespaces import run_command_in as run_in
         context = _context(file, host, emulate)
         topology = context.topology
         if topology.namespace(target) is not None:

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 
-from .errors import Terminated
+from topoctl.errors import Terminated
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 # Test hook: each phase the run enters and each signal received are appended here, as

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from topoctl import netns as ns
-from topoctl import records
-from topoctl.locking import LOCK_DIR
+from topoctl.kernel import namespaces as ns
+from topoctl import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOCTL = [sys.executable, "-m", "topoctl"]
@@ -100,10 +99,10 @@ class Sandbox:
 
     def leftovers(self) -> list[str]:
         found = [name for name in netns_names() if self.uid in name]
-        folder = Path(records.STATE_DIR, "netns")
+        folder = Path(paths.netns_records_dir())
         if folder.is_dir():
             found += [str(p) for p in folder.iterdir() if self.uid in p.name]
-        routes = Path(records.routes_record_dir(self.topology))
+        routes = Path(paths.routes_record_dir(self.topology))
         if routes.exists():
             found.append(str(routes))
         return found
@@ -112,9 +111,9 @@ class Sandbox:
         for name in netns_names():
             if self.uid in name:
                 ip("netns", "del", name, check=False)
-        for path in Path(records.STATE_DIR, "netns").glob(f"*{self.uid}*"):
+        for path in Path(paths.netns_records_dir()).glob(f"*{self.uid}*"):
             path.unlink()
-        for path in Path(LOCK_DIR).glob(f"*{self.uid}*.lock"):
+        for path in Path(paths.lock_dir()).glob(f"*{self.uid}*.lock"):
             path.unlink()  # nobody holds it now; topoctl keeps a host's lock file for its next run
 
 

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 import yaml
 
-from topoctl import netns as ns
-from topoctl.applier import Context, realise
-from topoctl.loader import load_file
+from topoctl.kernel import namespaces as ns
+from topoctl.context import Context, realise
+from topoctl.spec.loader import load_file
 
 from .conftest import ROOT, TOPOCTL, normalised
 

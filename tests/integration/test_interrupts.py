@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from topoctl import netns as ns
-from topoctl import records
-from topoctl.applier import Context, realise
-from topoctl.kernel import Kernel
-from topoctl.loader import load_file
-from topoctl.show import state_json
+from topoctl.kernel import namespaces as ns
+from topoctl import paths
+from topoctl.context import Context, realise
+from topoctl.kernel.sockets import Kernel
+from topoctl.spec.loader import load_file
+from topoctl.output.show import state_json
 
 from .conftest import ROOT, TOPOCTL
 from .test_scale import containers
@@ -42,7 +42,7 @@ def snapshot(box) -> dict:
     context = Context(topology, realise(topology, None, True))
     with Kernel() as kernel:
         live = context.observe(kernel)
-    folder = Path(records.STATE_DIR, "netns")
+    folder = Path(paths.netns_records_dir())
     return {
         "netns": sorted(n for n in ns.list_netns() if box.uid in n),
         "records": sorted(p.name for p in folder.iterdir() if box.uid in p.name) if folder.is_dir() else [],

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from topoctl.locking import host_locks
+from topoctl.store.locking import host_locks
 
 from .conftest import ROOT, TOPOCTL
 
@@ -68,11 +68,11 @@ def test_two_applies_of_different_files_take_turns_in_the_journal(sandbox_factor
 
 def test_a_lock_held_by_another_program_names_that_program_not_the_last_topoctl(sandbox_factory):
     """The lock file still says which topoctl held it last; the kernel says who holds it now."""
-    from topoctl.locking import LOCK_DIR
+    from topoctl import paths
 
     box = sandbox_factory("docker0.yaml")
     box.apply()  # leaves the lock file with this topoctl's pid in it
-    lock = f"{LOCK_DIR}/{box.host()}.lock"
+    lock = paths.lock_path(box.host())
     holder = subprocess.Popen(["flock", lock, "sleep", "30"])
     try:
         deadline = time.monotonic() + 10

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from topoctl import netns as ns
+from topoctl.kernel import namespaces as ns
 
 from .conftest import netns_names
 
@@ -287,12 +287,13 @@ def test_a_signal_before_the_first_step_changes_nothing(sandbox_factory):
 def test_a_failure_inside_a_run_of_new_namespaces_is_rolled_back(sandbox_factory, monkeypatch):
     """Namespaces are made by two threads at once; one failing part way (here its record
     cannot be written) fails that step, and the rollback leaves nothing of the run."""
-    from topoctl import netns as ns
-    from topoctl import records
-    from topoctl.applier import Context, realise, reconcile
+    from topoctl.kernel import namespaces as ns
+    from topoctl.store import records
+    from topoctl.applier import reconcile
+    from topoctl.context import Context, realise
     from topoctl.errors import ApplyFailed
-    from topoctl.kernel import Kernel
-    from topoctl.loader import load_file
+    from topoctl.kernel.sockets import Kernel
+    from topoctl.spec.loader import load_file
 
     from .test_scale import containers
 

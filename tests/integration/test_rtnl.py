@@ -8,8 +8,8 @@ import socket
 import pytest
 from pyroute2 import IPRoute
 
-from topoctl import netns as ns
-from topoctl.rtnl import AF_BRIDGE, NetlinkError, Rtnl
+from topoctl.kernel import namespaces as ns
+from topoctl.kernel.rtnl import AF_BRIDGE, NetlinkError, Rtnl
 
 pytestmark = pytest.mark.root
 
@@ -73,7 +73,7 @@ def test_refusals_carry_the_kernels_words(sandbox_factory):
     ref.close()
     try:
         index = ours.link_index("flannel.1")
-        from topoctl.rtnl import IFLA_VXLAN_ID, attr_u32
+        from topoctl.kernel.rtnl import IFLA_VXLAN_ID, attr_u32
 
         with pytest.raises(NetlinkError) as refused:
             ours.link_set(index, kind="vxlan", data=attr_u32(IFLA_VXLAN_ID, 9))
@@ -92,7 +92,7 @@ def test_a_dump_interrupted_part_way_leaves_the_socket_usable(sandbox_factory, m
     """Ctrl-C or SIGTERM between a dump's request and its end (a verification plan
     interrupted, then the rollback reads on the same sockets): the next dump must not be
     refused with EBUSY, even if the interruption lost the datagram that held the dump's end."""
-    from topoctl import rtnl
+    from topoctl.kernel import rtnl
 
     box = sandbox_factory(many_ports(60))  # a links dump of several datagrams
     box.apply()
@@ -136,10 +136,10 @@ def test_a_refused_read_is_a_topoctl_error_not_a_traceback(sandbox_factory, monk
         raise NetlinkError(errno.EBUSY)
 
     monkeypatch.setattr(Rtnl, "addresses", refused)
-    from topoctl.applier import Context, realise
+    from topoctl.context import Context, realise
     from topoctl.errors import KernelError
-    from topoctl.kernel import Kernel
-    from topoctl.loader import load_file
+    from topoctl.kernel.sockets import Kernel
+    from topoctl.spec.loader import load_file
 
     topology = load_file(box.path)
     context = Context(topology, realise(topology, None, True))
@@ -150,7 +150,7 @@ def test_a_refused_read_is_a_topoctl_error_not_a_traceback(sandbox_factory, monk
 def test_a_dump_the_kernel_ends_with_an_error_is_a_kernel_error(sandbox_factory):
     """With strict checking, a dump filter the kernel does not support ends the dump with an
     error in its NLMSG_DONE (and the reason in its extended ack): once read as an empty table."""
-    from topoctl import rtnl
+    from topoctl.kernel import rtnl
     from topoctl.errors import KernelError
 
     box = sandbox_factory(many_ports(2))

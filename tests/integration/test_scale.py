@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from topoctl.applier import Context, realise
-from topoctl.kernel import Kernel
-from topoctl.loader import load_file
+from topoctl.context import Context, realise
+from topoctl.kernel.sockets import Kernel
+from topoctl.spec.loader import load_file
 
 from .conftest import ROOT
 
@@ -155,7 +155,7 @@ def _plan(box, expect_error: type[BaseException] | None = None):
 @pytest.fixture
 def parallel(monkeypatch):
     """tables.py set to use its helper from 4 namespaces on, on any machine; (module, watch)."""
-    from topoctl import tables
+    from topoctl.kernel import tables
 
     monkeypatch.setattr(tables, "PARALLEL_FROM", 4)
     monkeypatch.setattr(tables, "_cpus", lambda: 2)  # also on a one-CPU machine
@@ -163,7 +163,7 @@ def parallel(monkeypatch):
 
 
 def _sequential_state(box, monkeypatch):
-    from topoctl import tables
+    from topoctl.kernel import tables
 
     with monkeypatch.context() as m:
         m.setattr(tables, "PARALLEL_FROM", 10_000)
@@ -177,7 +177,7 @@ def test_a_large_read_forks_one_helper_and_reads_the_same_state(sandbox_factory,
     per read, whatever the count, and the state read is the same as one process reads. A plan
     starts it before computing the desired state (Kernel.prefetch), a plain read (as `show`
     does) when it reads."""
-    from topoctl import applier
+    from topoctl.core import desired
 
     tables, watch = parallel
     box = sandbox_factory(containers(30))
@@ -185,8 +185,8 @@ def test_a_large_read_forks_one_helper_and_reads_the_same_state(sandbox_factory,
     expected = _sequential_state(box, monkeypatch)
     watch.read_here = 0
     helpers_when_desired: list[int] = []
-    real_desired = applier.desired_state
-    monkeypatch.setattr(applier, "desired_state",
+    real_desired = desired.desired_state
+    monkeypatch.setattr(desired, "desired_state",
                         lambda *a: helpers_when_desired.append(len(watch.pids)) or real_desired(*a))
     the_plan, live, before, after = _plan(box)
     assert helpers_when_desired == [1]  # already reading while the desired state was computed
@@ -210,7 +210,7 @@ def test_a_large_read_forks_one_helper_and_reads_the_same_state(sandbox_factory,
 def test_a_reader_never_used_is_ended_with_the_kernel_object(sandbox_factory, monkeypatch, parallel):
     """A plan that fails after starting its reader (here, computing the desired state) leaves
     no process and no descriptor behind."""
-    from topoctl import applier
+    from topoctl.core import desired
 
     _, watch = parallel
     box = sandbox_factory(containers(12))
@@ -219,7 +219,7 @@ def test_a_reader_never_used_is_ended_with_the_kernel_object(sandbox_factory, mo
     def fails(*_):
         raise RuntimeError("injected: the desired state cannot be computed")
 
-    monkeypatch.setattr(applier, "desired_state", fails)
+    monkeypatch.setattr(desired, "desired_state", fails)
     _, _, before, after = _plan(box, expect_error=RuntimeError)
     assert len(watch.pids) == 1 and watch.reaped()
     assert after == before
@@ -294,14 +294,14 @@ def test_an_error_in_this_half_does_not_wait_forever_for_the_helper(sandbox_fact
 @pytest.fixture
 def two_creators(monkeypatch):
     """netns.create_netns_many set to use two threads, also on a one-CPU machine; the netns module."""
-    from topoctl import netns as ns
+    from topoctl.kernel import namespaces as ns
 
     monkeypatch.setattr(ns, "cpus", lambda: 2)
     return ns
 
 
 def test_new_namespaces_made_by_two_threads_are_all_there_and_recorded(sandbox_factory, two_creators):
-    from topoctl import records
+    from topoctl.store import records
 
     box = sandbox_factory(containers(20))
     assert box.apply()["summary"]["add"] > 20
@@ -384,7 +384,7 @@ def test_json_output_and_a_no_op_plan_never_import_rich(sandbox_factory):
 def test_an_apply_after_a_read_through_the_helper_opens_its_sockets_in_one_pass(sandbox_factory, monkeypatch, parallel):
     """The helper read half the containers on sockets of its own; the steps that then act in
     those namespaces do not open a socket each (a thread per namespace), but all in one pass."""
-    from topoctl import netns as ns
+    from topoctl.kernel import namespaces as ns
     from topoctl.applier import reconcile
 
     from .conftest import ip

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from topoctl import netns as ns
+from topoctl.kernel import namespaces as ns
 
 from .conftest import ip
 

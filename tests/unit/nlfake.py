@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from topoctl import rtnl
+from topoctl.kernel import rtnl
 
 DATA = Path(__file__).parent / "data"
 HEADER = struct.Struct("=IHHII")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from topoctl.applier import Context, realise
+from topoctl.core.desired import Deployment as Context
+from topoctl.core.realisation import realise
 from topoctl.errors import InvalidTopology
-from topoctl.loader import load_text
-from topoctl.render import render_build, render_teardown
+from topoctl.spec.loader import load_text
+from topoctl.output.render import render_build, render_teardown
 
 HEAD = "apiVersion: topoctl/v1\nkind: Topology\nname: t\n"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from topoctl import compiled
+from topoctl.spec import compiled
 from topoctl.errors import InvalidTopology
-from topoctl.loader import load_file
+from topoctl.spec.loader import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ def test_the_cache_can_be_turned_off(cache, tmp_path, monkeypatch):
 
 def test_the_key_covers_the_code_that_validates(cache):
     assert compiled.key_for(b"x") != compiled.key_for(b"y")
-    assert "checks.py" in compiled._SOURCES and "topology.schema.json" in compiled._SOURCES
+    assert "spec/checks.py" in compiled._SOURCES and "spec/topology.schema.json" in compiled._SOURCES
 
 
 # Run in a fresh interpreter: load every example (once parsed and stored, once from the cache)
@@ -81,7 +81,7 @@ from pathlib import Path
 opened = set()
 sys.addaudithook(lambda event, args: opened.add(str(args[0])) if event == "open" and isinstance(args[0], str) else None)
 from topoctl.errors import InvalidTopology
-from topoctl.loader import load_file
+from topoctl.spec.loader import load_file
 for path in sys.argv[1:]:
     for _ in range(2):
         try:
@@ -110,8 +110,8 @@ def test_the_key_covers_every_file_that_loading_executes_or_reads(tmp_path):
     assert proc.returncode == 0, proc.stderr
     used = json.loads(proc.stdout)
     assert list((tmp_path / "cache").glob("*.pickle")), "the cache path was not exercised"
-    assert "loader.py" in used and "topology.schema.json" in used  # the listing itself works
+    assert "spec/loader.py" in used and "spec/topology.schema.json" in used  # the listing itself works
     missing = [name for name in used if name not in compiled._SOURCES]
     assert not missing, f"loading uses {missing}, which compiled._SOURCES (the cache key) leaves out"
-    package = Path(compiled.__file__).parent
+    package = Path(compiled.__file__).parent.parent
     assert all((package / name).is_file() for name in compiled._SOURCES)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from topoctl.errors import InvalidTopology
-from topoctl.loader import load_file, load_text
-from topoctl.model import Topology
+from topoctl.spec.loader import load_file, load_text
+from topoctl.spec.model import Topology
 
 EXAMPLES = int(os.environ.get("TOPOCTL_FUZZ_EXAMPLES", "150"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ sysctl_values = st.one_of(
 def test_a_sysctl_value_loads_to_a_fixed_point_that_means_what_the_kernel_reads(value):
     """Whatever the value: an error, or a canonical form that loads to itself and, for numbers,
     holds the values the kernel would have read from what was written."""
-    from topoctl.model import canonical_sysctl, kernel_integer
+    from topoctl.spec.model import canonical_sysctl, kernel_integer
 
     text = "apiVersion: topoctl/v1\nkind: Topology\nname: f\nnamespaces:\n  a:\n    sysctls:\n      net.core.x: "
     try:

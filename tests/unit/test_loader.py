@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from topoctl.cli import app
 from topoctl.errors import Diagnostic, InvalidTopology
-from topoctl.loader import load_file, load_text
-from topoctl.model import Topology
+from topoctl.spec.loader import load_file, load_text
+from topoctl.spec.model import Topology
 
 REPO = Path(__file__).resolve().parents[2]
 # The interpreter running the tests, on this tree's package: a work tree has no .venv of its own.
@@ -519,7 +519,7 @@ def test_a_sysctl_value_is_held_in_the_kernels_printed_form(written, canonical) 
 def test_the_canonical_value_is_what_the_kernel_read_gives_for_what_the_kernel_prints(tmp_path, monkeypatch) -> None:
     """The two sides of the comparison: kernel._read_sysctl on the text /proc/sys shows (probed:
     ip_local_port_range "32768\\t60999\\n", tcp_rmem "4096\\t131072\\t6291456\\n") equals the model."""
-    from topoctl import kernel
+    from topoctl.kernel import sysctls as kernel
 
     for key, printed, written in [("net.ipv4.ip_local_port_range", "32768\t60999\n", "32768  60999"),
                                   ("net.ipv4.tcp_rmem", "4096\t131072\t6291456\n", "4096 0x20000 6291456"),

@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from topoctl.actions import AddFdb, AddNeighbour, AddRoute, CreateVxlan, DeleteFdb, DeleteNeighbour, DeleteRoute
-from topoctl.applier import Context, realise
+from topoctl.core.actions import AddFdb, AddNeighbour, AddRoute, CreateVxlan, DeleteFdb, DeleteNeighbour, DeleteRoute
+from topoctl.core.desired import Deployment as Context
+from topoctl.core.realisation import realise
 from topoctl.errors import InvalidTopology, UsageError
-from topoctl.loader import load_text
-from topoctl.overlay import vtep_mac
-from topoctl.planner import plan
-from topoctl.state import State, link_mac
+from topoctl.spec.loader import load_text
+from topoctl.core.overlay import vtep_mac
+from topoctl.core.planner import plan
+from topoctl.core.state import State, link_mac
 
 from .test_planner import as_live
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from topoctl.actions import (
+from topoctl.core.actions import (
     AddAddress,
     AddRoute,
     Change,
@@ -24,11 +24,12 @@ from topoctl.actions import (
     DeleteNamespace,
     SetSysctl,
 )
-from topoctl.applier import Context, realise
+from topoctl.core.desired import Deployment as Context
+from topoctl.core.realisation import realise
 from topoctl.errors import OwnershipConflict
-from topoctl.loader import load_file, load_text
-from topoctl.planner import plan
-from topoctl.state import Address, Link, Netns, RouteEntry, State, link_mac
+from topoctl.spec.loader import load_file, load_text
+from topoctl.core.planner import plan
+from topoctl.core.state import Address, Link, Netns, RouteEntry, State, link_mac
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -501,7 +502,7 @@ bridges:
     ("net.core.somaxconn", None),
 ])
 def test_sysctl_key_names_its_interface_or_the_whole_namespace(key, interface):
-    from topoctl.actions import sysctl_interface
+    from topoctl.core.actions import sysctl_interface
     assert sysctl_interface(key) == interface
 
 
@@ -546,7 +547,7 @@ def test_a_sysctl_written_unlike_the_kernel_prints_it_converges():
     """Issue 11: "32768  60999" in the file, "32768\\t60999" in /proc/sys (read back by
     kernel._read_sysctl as "32768 60999"): the plan after an apply is empty, and the apply and the
     rendered script both write the kernel's form."""
-    from topoctl.render import render_build
+    from topoctl.output.render import render_build
 
     text = DOCKER0.replace("sysctls: {net.ipv4.ip_forward: 1}",
                            'sysctls: {net.ipv4.ip_local_port_range: "32768  60999", net.ipv4.tcp_rmem: "4096 0x20000  6291456"}')

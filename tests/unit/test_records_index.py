@@ -8,12 +8,13 @@ import os
 
 import pytest
 
-from topoctl import records as rec
+from topoctl import paths
+from topoctl.store import records as rec
 
 
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(rec, "STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(paths, "STATE_DIR", str(tmp_path))
     monkeypatch.setattr(rec, "_records_seen", {})
     reads: list[str] = []
     real_read = rec.read_netns_record

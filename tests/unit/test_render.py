@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from topoctl.applier import Context, realise
-from topoctl.loader import load_file, load_text
-from topoctl.render import build_plan, render_build, render_teardown
+from topoctl.core.desired import Deployment as Context
+from topoctl.core.realisation import realise
+from topoctl.spec.loader import load_file, load_text
+from topoctl.output.render import build_plan, render_build, render_teardown
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"

@@ -6,7 +6,7 @@ import ipaddress
 import json
 from dataclasses import replace
 
-from topoctl.actions import (
+from topoctl.core.actions import (
     AddAddress,
     AddRoute,
     CreateNamespace,
@@ -16,9 +16,9 @@ from topoctl.actions import (
     SetLink,
     SetSysctl,
 )
-from topoctl.planner import plan
-from topoctl.restore import restore_target
-from topoctl.state import Address, Link, Netns, RouteEntry
+from topoctl.core.planner import plan
+from topoctl.core.restore import restore_target
+from topoctl.core.state import Address, Link, Netns, RouteEntry
 
 from .test_planner import DOCKER0, HOST, as_live, context
 

@@ -8,7 +8,7 @@ import struct
 import subprocess
 import sys
 
-from topoctl import rtnl
+from topoctl.kernel import rtnl
 
 
 def test_attributes_are_padded_and_parsed_back():
@@ -48,7 +48,7 @@ def test_an_error_reply_carries_the_kernels_text():
 
 
 def test_the_descriptor_limit_is_raised_for_many_namespaces():
-    code = ("import resource; from topoctl.kernel import _allow_descriptors\n"
+    code = ("import resource; from topoctl.kernel.sockets import _allow_descriptors\n"
             "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
             "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
             "_allow_descriptors(300); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])")

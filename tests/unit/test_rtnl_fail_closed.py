@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from topoctl import rtnl
+from topoctl.kernel import rtnl
 from topoctl.errors import KernelError
 
 from .nlfake import FakeSocket, ack, done, handle, link, link_body, load, message, retag

@@ -22,7 +22,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from topoctl import rtnl
+from topoctl.kernel import rtnl
 from topoctl.errors import KernelError
 
 from .nlfake import FakeSocket, load, messages

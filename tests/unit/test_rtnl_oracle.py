@@ -15,9 +15,10 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from topoctl import kernel as kernel_module
-from topoctl import netns, rtnl
-from topoctl.actions import (
+from topoctl.kernel import executors as kernel_module
+from topoctl.kernel import namespaces as netns
+from topoctl.kernel import rtnl
+from topoctl.core.actions import (
     AddAddress,
     AddFdb,
     AddNeighbour,
@@ -34,8 +35,9 @@ from topoctl.actions import (
     ReplaceRoute,
     SetLink,
 )
-from topoctl.kernel import Kernel, execute
-from topoctl.state import Address, Fdb, Link, Neighbour, RouteEntry, Vxlan, owner_alias
+from topoctl.kernel.executors import execute
+from topoctl.kernel.sockets import Kernel
+from topoctl.core.state import Address, Fdb, Link, Neighbour, RouteEntry, Vxlan, owner_alias
 
 from .nlfake import HEADER, FakeSocket, ack, link
 
@@ -81,7 +83,7 @@ def kernel(monkeypatch):
     monkeypatch.setattr(kernel_module, "_announcing", lambda name, request: request())
     with Kernel() as k:
         for scope, indexes in INDEXES.items():
-            k.adopt(scope, rtnl.Rtnl(KernelSocket(indexes)))
+            k.take_socket(scope, rtnl.Rtnl(KernelSocket(indexes)))
         k.remember("ns1", {n: i for n, i in INDEXES["ns1"].items() if n in ("br0", "underlay0", "eth0")})
         k.opened = opened
         yield k

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from topoctl import rtnl, tables
+from topoctl.kernel import rtnl
+from topoctl.kernel import tables
 from topoctl.errors import KernelError
 
 from .nlfake import FakeSocket, load, retag
@@ -140,7 +141,7 @@ def test_the_helper_dies_with_its_parent(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from topoctl import tables
+        from topoctl.kernel import tables
         def open_in_each_here(names, open_socket):
             time.sleep(60)
         tables.ns.open_in_each_here = open_in_each_here

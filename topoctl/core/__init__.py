@@ -1,0 +1,1 @@
+"""The pure core: kernel vocabulary (state), the desired state, the planner and its actions, the rollback target."""

@@ -1,0 +1,1 @@
+"""The kernel layer, the only code that talks netlink or touches /run/netns: the rtnetlink codec, namespaces, sockets, executors, reads."""

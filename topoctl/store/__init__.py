@@ -1,0 +1,1 @@
+"""What topoctl keeps under its state directory: ownership records, the journal, locks, saved plans."""
