@@ -1,7 +1,7 @@
 """The command line: thin, and the one place where errors become messages and exit codes.
 
 No `from __future__ import annotations` here: typer reads the commands' parameter types, and
-with string annotations it evaluates each one (3-4 ms of every command's start).
+with string annotations it evaluates each one, on every start (docs/performance.md).
 """
 
 import gc
@@ -26,8 +26,7 @@ app = typer.Typer(
 
 class _Console:
     """rich's Console for stdout or stderr, made on first use: a command whose output is
-    JSON, or one plain line such as a no-op plan's, never imports rich (28 ms of a start-up
-    of ~150)."""
+    JSON, or one plain line such as a no-op plan's, never imports rich (a fifth of a start-up)."""
 
     def __init__(self, stderr: bool = False) -> None:
         self._stderr = stderr
@@ -387,13 +386,11 @@ def _exit_code(done: SystemExit) -> int:
 
 
 def main() -> None:
-    """The `topoctl` command. Two things here are for speed only, each measured at 1000
-    containers: the cyclic garbage collector runs far less often (a plan makes ~10^5 objects
-    that form almost no cycles; the default thresholds spent ~50 ms collecting), and the process
-    ends with os._exit once its output is flushed (tearing down the interpreter took ~40 ms).
-    Nothing is left for interpreter teardown to do: files and sockets are closed by the
-    commands' own `with` blocks, locks are released with their descriptors, and topoctl
-    registers no atexit handlers."""
+    """The `topoctl` command. Two things here are for speed only (docs/performance.md): the
+    cyclic garbage collector runs far less often (a plan makes many objects that form almost
+    no cycles), and the process ends with os._exit once its output is flushed. Nothing is left
+    for interpreter teardown to do: files and sockets are closed by the commands' own `with`
+    blocks, locks are released with their descriptors, and topoctl registers no atexit handlers."""
     gc.set_threshold(100_000, 50, 100)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: see _guard

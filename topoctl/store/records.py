@@ -39,7 +39,7 @@ _made_dirs: set[str] = set()
 def _write_json(path: str, data: object) -> None:
     """Write by rename, so that a reader sees the old file or the new one, whole. One write
     call, and the folder made once per process: a namespace's record is written while it is
-    created (measured: 100 records 34 ms with a buffered json.dump and makedirs each, 15 ms so)."""
+    created, so this is on the path of every new namespace."""
     folder = os.path.dirname(path)
     if folder not in _made_dirs:
         os.makedirs(folder, mode=0o755, exist_ok=True)
@@ -112,8 +112,8 @@ Signature = tuple[int, int, int, int]
 _records_seen: dict[str, tuple[Signature, NetnsRecord | None]] = {}
 
 # The index: what earlier runs read from the record files, in one file, so that a run over a
-# thousand namespaces parses one file instead of a thousand (measured: 35-55 ms -> ~10 ms; the
-# files are still listed and stat'ed each time, and a file whose signature differs is read).
+# thousand namespaces parses one file instead of a thousand (the files are still listed and
+# stat'ed each time, and a file whose signature differs is read).
 # An entry is kept only for a file whose ctime is older than INDEX_AGE_NS before the listing
 # began: any later change of that file then gets a later ctime, so it cannot carry a signature
 # the index knows, however coarse the file system's clock (git's "racy index" rule).
@@ -158,8 +158,8 @@ def _grown(folder: str) -> bool:
 
 def _remove_empty_folder(folder: str) -> None:
     """No records are left: remove the index and the folder itself. A directory on ext4 (what
-    /run is on some machines) never shrinks: after a thousand records had been in it, making a
-    file there cost 0.3 ms instead of 0.09 ms, measured. It is made again when next needed."""
+    /run is on some machines) never shrinks, and making a file in a directory that once held
+    a thousand is slower (docs/performance.md). It is made again when next needed."""
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(folder, INDEX_NAME))
