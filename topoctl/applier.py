@@ -25,7 +25,7 @@ from topoctl.interrupts import Interrupts, signal_reason
 from topoctl.kernel.executors import BATCHED, execute, execute_run
 from topoctl.kernel.recovery import mark_unfinished
 from topoctl.kernel.sockets import Kernel
-from topoctl.kernel.sysctls import PartialRun
+from topoctl.kernel.namespaces import Partial
 from topoctl.core.planner import plan
 from topoctl.core.restore import restore_target
 from topoctl.store.saved import SavedPlan, fingerprint
@@ -219,9 +219,9 @@ def execute_plan(kernel: Kernel, context: Context, the_plan: Plan, live: State,
                     log.intend(number + 1, *run)
                 try:
                     execute_run(kernel, run, context.topology.name)
-                except PartialRun as partial:
-                    done.extend(run[:partial.count])
-                    number += partial.count
+                except Partial as partial:
+                    done.extend(run[:len(partial.done)])
+                    number += len(partial.done)
                     raise partial.error from None
                 if log is not None:
                     log.done(number + 1, len(run))

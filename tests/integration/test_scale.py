@@ -329,10 +329,10 @@ def test_a_failure_while_two_threads_make_namespaces_leaves_the_first_ones_only(
         return name.upper()
 
     try:
-        with pytest.raises(ns.PartialCreate) as caught:
+        with pytest.raises(ns.Partial) as caught:
             ns.create_netns_many(names, inside, undo=lambda name, result: undone.append(result))
-        assert list(caught.value.made) == names[:failing]
-        assert list(caught.value.made.values()) == [n.upper() for n in names[:failing]]
+        assert list(caught.value.done) == names[:failing]
+        assert list(caught.value.done.values()) == [n.upper() for n in names[:failing]]
         assert "injected failure" in str(caught.value.error)
         present = set(ns.list_netns())
         assert [n for n in names if n in present] == names[:failing]

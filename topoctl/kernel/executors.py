@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from topoctl.kernel import namespaces as ns
 from topoctl.store import records
 from topoctl.kernel.sockets import Kernel
-from topoctl.kernel.sysctls import PartialRun, set_sysctl, set_sysctls
+from topoctl.kernel.sysctls import set_sysctl, set_sysctls
 from topoctl.core.actions import (
     Action,
     AddAddress,
@@ -35,9 +35,9 @@ from topoctl.core.actions import (
     SetLink,
     SetSysctl,
 )
+from topoctl.core.kabi import AF_BRIDGE, NUD_PERMANENT, RTNH_F_ONLINK
 from topoctl.errors import KernelError, Missing, PermissionDenied, TopoctlError
 from topoctl.kernel.rtnl import (
-    AF_BRIDGE,
     IFA_F_NODAD,
     IFLA_ADDRESS,
     IFLA_BR_STP_STATE,
@@ -54,7 +54,6 @@ from topoctl.kernel.rtnl import (
     IFLA_VXLAN_PORT,
     NTF_SELF,
     NUD_NOARP,
-    NUD_PERMANENT,
     VETH_INFO_PEER,
     NetlinkError,
     Rtnl,
@@ -75,8 +74,6 @@ from topoctl.core.state import (
     owner_alias,
     route_record_key,
 )
-
-RTNH_F_ONLINK = 0x04
 
 
 # -- executing actions ---------------------------------------------------------------------
@@ -124,7 +121,7 @@ def _finish_link(kernel: Kernel, link: Link, topology: str, mtu: int | None = No
 def _create_namespace(kernel: Kernel, action: CreateNamespace, topology: str) -> None:
     try:
         create_namespaces(kernel, [action], topology)
-    except ns.PartialCreate as partial:
+    except ns.Partial as partial:
         raise partial.error from None
 
 
@@ -132,7 +129,7 @@ def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: 
     """Several CreateNamespace actions at once: each namespace is made, recorded as ours and
     its lo set up by a thread that is inside it, with the socket kept for the rest of the run
     (ns.create_netns_many: two threads where there are two CPUs). Returns how many were made;
-    raises ns.PartialCreate (with `made`, the first actions' namespaces) when one fails."""
+    raises ns.Partial (`done`: the first actions' namespaces, by name) when one fails."""
     wanted = {a.netns.name: a for a in actions}
     kernel.make_room(len(actions))
 
@@ -144,19 +141,23 @@ def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: 
                                                  ns.netns_inode(name)))
             handle.link_set(1, up=True)  # lo is always index 1 in a new namespace
         except OSError as err:  # a refused request, a record that cannot be written
-            handle.close()
+            _undo(name, handle)
             raise KernelError(f"create namespace {name}: {err.strerror or err}") from None
         except BaseException:
-            handle.close()
+            _undo(name, handle)
             raise
         return handle
 
+    def _undo(name: str, handle: Rtnl) -> None:  # the namespace goes again: so do its socket and record
+        handle.close()
+        records.forget_netns(name)
+
     try:
-        handles = ns.create_netns_many(list(wanted), finish_inside, undo=lambda name, handle: handle.close())
-    except ns.PartialCreate as partial:
-        for name, handle in partial.made.items():
+        handles = ns.create_netns_many(list(wanted), finish_inside, undo=_undo)
+    except ns.Partial as partial:
+        for name, handle in partial.done.items():
             kernel.take_socket(name, handle)
-        kernel.writes += len(partial.made)
+        kernel.writes += len(partial.done)
         raise
     for name, handle in handles.items():
         kernel.take_socket(name, handle)
@@ -167,6 +168,7 @@ def create_namespaces(kernel: Kernel, actions: list[CreateNamespace], topology: 
 def _delete_namespace(kernel: Kernel, action: DeleteNamespace, topology: str) -> None:
     kernel.close_scope(action.netns.name)
     ns.delete_netns(action.netns.name)
+    records.forget_netns(action.netns.name)
 
 
 def _create_bridge(kernel: Kernel, action: CreateBridge, topology: str) -> None:
@@ -300,22 +302,22 @@ BATCHED = (CreateNamespace, SetSysctl)  # a run of consecutive actions of one of
 
 
 def execute_run(kernel: Kernel, run: list[Action], topology: str) -> None:
-    """Carry out a run of actions of one type in BATCHED, together. Raises PartialRun, whose
-    error is a TopoctlError naming the action that failed, after the first `count` were done."""
+    """Carry out a run of actions of one type in BATCHED, together. Raises ns.Partial, whose
+    error is a TopoctlError naming the action that failed, after the first len(`done`) were done."""
     if isinstance(run[0], SetSysctl):
         try:
             kernel.writes += set_sysctls(kernel, run, topology)
-        except PartialRun as partial:
-            kernel.writes += partial.count + 1
+        except ns.Partial as partial:
+            kernel.writes += len(partial.done) + 1
             raise
         return
     try:
         create_namespaces(kernel, run, topology)
-    except ns.PartialCreate as partial:
-        made = len(partial.made)
+    except ns.Partial as partial:
+        made = len(partial.done)
         error = partial.error if isinstance(partial.error, TopoctlError) else KernelError(
             f"create namespace {run[made].netns.name}: {partial.error}")
-        raise PartialRun(made, error) from None
+        raise ns.Partial(partial.done, error) from None
 
 
 def _address_request(kernel: Kernel, address: Address, add: bool) -> None:

@@ -1,7 +1,7 @@
 """Network namespaces without forking: create, delete and enter (per thread).
 
-Part of the kernel layer (with rtnl.py, kernel.py, tables.py, observe.py and records.py, which
-keeps the ownership records in /run/topoctl): the only code that touches /run/netns. Entering
+The only code that touches /run/netns; what is recorded about a namespace is the callers'
+(kernel/executors.py writes and removes its record, topoctl.store keeps it). Entering
 a namespace is done by a short-lived thread that calls setns(2); only that thread changes
 namespace, so the rest of the process never does. A socket opened there stays in that
 namespace for its whole life, which is how netlink sockets for every namespace are made
@@ -18,7 +18,6 @@ from typing import Callable, TypeVar
 
 from topoctl.paths import NETNS_RUN_DIR
 from topoctl.errors import KernelError, Missing, PermissionDenied
-from topoctl.store.records import forget_netns
 
 
 CLONE_NEWNET = 0x40000000
@@ -272,13 +271,13 @@ def _ensure_run_dir() -> None:
     _check(_libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None), "mount", NETNS_RUN_DIR)
 
 
-class PartialCreate(Exception):
-    """create_netns_many stopped part way: `made` (the first names, in order) were created,
-    then `error` happened."""
+class Partial(Exception):
+    """A run of actions done together stopped part way: the first len(`done`) were done, then
+    `error`. `done` is what they made, in order: a dict by name (create_netns_many) or a list."""
 
-    def __init__(self, made: dict, error: BaseException) -> None:
+    def __init__(self, done: dict | list, error: BaseException) -> None:
         super().__init__(str(error))
-        self.made = made
+        self.done = done
         self.error = error
 
 
@@ -299,7 +298,6 @@ def _make_netns(name: str, inside: Callable[[str], T]) -> T:
     except BaseException:
         if mounted:
             _libc.umount2(path.encode(), MNT_DETACH)
-            forget_netns(name)  # inside() may have recorded it
         try:
             os.unlink(path)
         except OSError:
@@ -314,7 +312,7 @@ def create_netns_many(names: list[str], inside: Callable[[str], T],
     From PARALLEL_CREATE_FROM names on, two threads (with two CPUs) take the names in turn: the
     kernel sets up two namespaces at once (100 namespaces: 54-69 ms by one thread, ~40% less
     by two). A failure stops both threads; namespaces made after the failed one, in the order
-    of `names`, are deleted again (undo(name, result) first), so that PartialCreate.made is
+    of `names`, are deleted again (undo(name, result) first), so that Partial.done is
     always the first names, as if made one by one."""
     results: dict[int, T] = {}
     errors: dict[int, BaseException] = {}
@@ -343,7 +341,7 @@ def create_netns_many(names: list[str], inside: Callable[[str], T],
     try:
         _ensure_run_dir()
     except OSError as exc:
-        raise PartialCreate({}, _translate(exc, names[0])) from None
+        raise Partial({}, _translate(exc, names[0])) from None
     workers = min(2, cpus()) if len(names) >= PARALLEL_CREATE_FROM else 1
     # A thread that could not move back to its own namespace is ending anyway: what it made stands.
     _in_threads([make_in_turn] * workers, names[0])
@@ -354,8 +352,8 @@ def create_netns_many(names: list[str], inside: Callable[[str], T],
         undo(names[i], results[i])
         delete_netns(names[i])
     error = errors[first]
-    raise PartialCreate({names[i]: results[i] for i in range(first)},
-                        _translate(error, names[first]) if isinstance(error, OSError) else error)
+    raise Partial({names[i]: results[i] for i in range(first)},
+                  _translate(error, names[first]) if isinstance(error, OSError) else error)
 
 
 def delete_netns(name: str) -> None:
@@ -369,7 +367,6 @@ def delete_netns(name: str) -> None:
         pass
     except OSError as exc:
         raise _translate(exc, name) from None
-    forget_netns(name)
 
 
 def netns_inode(name: str) -> int:

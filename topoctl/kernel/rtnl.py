@@ -16,10 +16,11 @@ import struct
 import threading
 import time
 
+from topoctl.core.kabi import IFF_UP, NUD_PERMANENT, RTN_UNICAST
 from topoctl.errors import KernelError
 
-# Replies are read and checked in rtnl_decode.py; its names are also taken from here (kernel.py,
-# observe.py, tables.py, the tests).
+# Replies are read and checked in rtnl_decode.py; its names are also taken from here (executors.py,
+# tables.py, the tests).
 from topoctl.kernel.rtnl_decode import (  # noqa: F401
     _ADDR_SLOTS,
     _ATTR,
@@ -101,13 +102,12 @@ F_REQUEST, F_MULTI, F_ACK = 0x1, 0x2, 0x4
 F_DUMP, F_REPLACE, F_EXCL, F_CREATE, F_APPEND = 0x300, 0x100, 0x200, 0x400, 0x800
 NLA_F_NESTED = 0x8000
 
-IFF_UP = 0x1
 IFLA_NET_NS_FD, IFLA_EXT_MASK = 28, 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # the counters are most of a link message and never read here
 VETH_INFO_PEER = 1
 IFA_F_NODAD = 0x02
 NETNSA_FD = 3
-NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NUD_NOARP = 0x40
 NTF_SELF = 0x02
 
 DUMP_ATTEMPTS = 5  # reads of a table that changed while it was dumped, before giving up
@@ -394,7 +394,7 @@ class Rtnl:
         # universe through a gateway, link without one; a delete matches any scope (nowhere)
         scope = 255 if verb == "del" else (0 if gateway is not None else 253)
         body = _RTMSG.pack(family, dst_len, 0, 0, table if table < 256 else 252, protocol, scope,
-                           1 if verb != "del" else 0, flags)
+                           RTN_UNICAST if verb != "del" else 0, flags)
         body += attr_u32(RTA_TABLE, table) + attr_u32(RTA_PRIORITY, metric)
         if dst is not None and dst_len:
             body += attr(RTA_DST, dst)

@@ -16,11 +16,13 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
+# What a dump's numbers mean (flags, families, states) is declared in core.kabi, once.
+from topoctl.core.kabi import AF_BRIDGE
+
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 F_DUMP_INTR = 0x10  # on a dump's message: the table changed while it was read
 F_CAPPED, F_ACK_TLVS = 0x100, 0x200  # in an NLMSG_ERROR reply: request cut to its header; ext-ack follows
 NLMSGERR_ATTR_MSG = 1
-AF_BRIDGE = 7
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID = 18, 20, 37

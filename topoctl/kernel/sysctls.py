@@ -60,20 +60,11 @@ def _sysctl_refused(action: SetSysctl, err: OSError) -> TopoctlError:
     return KernelError(f"sysctl {action.key} = {action.new!r} refused in {scope_label(action.scope)}: {err.strerror}")
 
 
-class PartialRun(Exception):
-    """A run of actions done together stopped part way: the first `count` were done, then
-    `error`, a TopoctlError naming what failed."""
-
-    def __init__(self, count: int, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.count = count
-        self.error = error
-
-
 def set_sysctls(kernel: Kernel, actions: list[SetSysctl], topology: str) -> int:
     """A run of SetSysctl actions, written by one thread that moves from namespace to
     namespace (one thread per write cost ~0.28 ms each), their keys recorded once per
-    namespace. Returns how many were done; raises PartialRun when one fails."""
+    namespace. Returns how many were done; raises ns.Partial (`done`: the actions done; `error`: a
+    TopoctlError naming the one that failed) when one fails."""
     steps = [(a.scope, (lambda a=a: _write_sysctl_here(a.key, a.new) if a.new is not None else None))
              for a in actions]
     results, error = ns.run_each_in_order(steps)
@@ -81,7 +72,7 @@ def set_sysctls(kernel: Kernel, actions: list[SetSysctl], topology: str) -> int:
     try:
         _record_sysctl_keys(done)
     except OSError as err:  # the writes stay done: the rollback resets them from the state before
-        raise PartialRun(len(done), KernelError(f"recording the sysctl keys written: {err.strerror or err}")) from None
+        raise ns.Partial(done, KernelError(f"recording the sysctl keys written: {err.strerror or err}")) from None
     if error is None:
         return len(done)
     failed = actions[len(done)]
@@ -89,14 +80,14 @@ def set_sysctls(kernel: Kernel, actions: list[SetSysctl], topology: str) -> int:
         error = _sysctl_refused(failed, error)
     elif not isinstance(error, TopoctlError):
         error = KernelError(f"{failed.verb} {failed.subject()}: {error}")
-    raise PartialRun(len(done), error)
+    raise ns.Partial(done, error)
 
 
 def set_sysctl(kernel: Kernel, action: SetSysctl, topology: str) -> None:
     """One sysctl step (a rollback's): a run of one."""
     try:
         set_sysctls(kernel, [action], topology)
-    except PartialRun as partial:
+    except ns.Partial as partial:
         raise partial.error from None
 
 

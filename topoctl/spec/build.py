@@ -11,6 +11,7 @@ from typing import Any
 
 from topoctl.errors import Diagnostic
 from topoctl.spec.model import (
+    DEFAULT_MTU,
     IMPLICIT_HOST,
     Bridge,
     Endpoint,
@@ -105,18 +106,20 @@ def _octal_problem(key: str, token: str) -> tuple[str, str]:
             f"write {octal}, or {decimal} without the leading 0")
 
 
-def _network(text: str, path: tuple, problems: _Problems):
+def _network(text: str, path: tuple, problems: _Problems, what: str = "subnet"):
+    """A prefix with no host bits set, or None; parsed again loosely so the error can name the
+    prefix that was meant."""
     try:
         return ipaddress.ip_network(text)
     except ValueError:
-        problems.flawed.add(path)
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            problems.add(path, f"{text!r} is not a valid subnet")
-            return None
-        problems.add(path, f"{text!r} has host bits set", f"did you mean {loose}?")
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        problems.add(path, f"{text!r} is not a valid {what}")
         return None
+    problems.add(path, f"{text!r} has host bits set", f"did you mean {loose}?")
+    return None
 
 
 def _route(data: dict, path: tuple, problems: _Problems) -> Route | None:
@@ -128,17 +131,8 @@ def _route(data: dict, path: tuple, problems: _Problems) -> Route | None:
         to = default_route_for(via)
     elif to_text == "default6":
         to = ipaddress.IPv6Network("::/0")
-    else:
-        try:
-            to = ipaddress.ip_network(to_text)
-        except ValueError:
-            try:
-                loose = ipaddress.ip_network(to_text, strict=False)
-            except ValueError:
-                problems.add(path + ("to",), f"{to_text!r} is not a valid destination prefix")
-                return None
-            problems.add(path + ("to",), f"{to_text!r} has host bits set", f"did you mean {loose}?")
-            return None
+    elif (to := _network(to_text, path + ("to",), problems, "destination prefix")) is None:
+        return None
     if via is not None and via.version != to.version:
         problems.add(path + ("via",), f"gateway {via} is IPv{via.version} but destination {to} is IPv{to.version}")
         return None
@@ -184,7 +178,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
             _check_ifname(host_data["interface"], path + ("interface",), problems)
         hosts.append(Host(
             name=host_name, address=address, interface=host_data.get("interface"),
-            mtu=host_data.get("mtu", 1500), sysctls=_sysctls(host_data, path, problems), origin=path,
+            mtu=host_data.get("mtu", DEFAULT_MTU), sysctls=_sysctls(host_data, path, problems), origin=path,
         ))
     if not hosts:
         hosts.append(Host(name=IMPLICIT_HOST, origin=()))
@@ -205,7 +199,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
             name=ifname, key=bridge_name,
             host=_host_of(bridge_data, path, host_names, problems, f"bridge {bridge_name}"),
             addresses=addresses,
-            mtu=bridge_data.get("mtu", 1500),
+            mtu=bridge_data.get("mtu", DEFAULT_MTU),
             mac=canonical_mac(bridge_data["mac"]) if "mac" in bridge_data else None,
             stp=bridge_data.get("stp", False),
             up=bridge_data.get("state", "up") == "up",
@@ -240,7 +234,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
                 bridge=end_data.get("bridge"),
                 host=end_data.get("host"),
                 addresses=addresses,
-                mtu=end_data.get("mtu", 1500),
+                mtu=end_data.get("mtu", DEFAULT_MTU),
                 mac=canonical_mac(end_data["mac"]) if "mac" in end_data else None,
                 up=end_data.get("state", "up") == "up",
                 origin=end_path,
@@ -263,6 +257,8 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
             network = _network(text, path + ("subnets", host), problems)
             if network is not None:
                 subnets.append((host, network))
+            else:
+                problems.flawed.add(path + ("subnets", host))  # the checks skip that host's VTEP
         vni = overlay_data.get("vni", 1)
         is_vxlan = overlay_data["type"] == "vxlan"
         device = overlay_data.get("device", f"{overlay_data['name']}.{vni}") if is_vxlan else ""

@@ -101,17 +101,9 @@ def _schema_diagnostics(error: jsonschema.ValidationError, file: str, marks: Mar
             hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else "")
             out.append(at(path + (extra,), f"unknown key {extra!r} in {where}", hint, key=True))
         return out
-    if kind == "unevaluatedProperties" and isinstance(error.instance, dict):
-        allowed = sorted(schema.get("properties", {}))
-        return [at(path + (extra,), f"unknown key {extra!r} in {where}", f"allowed keys: {', '.join(allowed)}", key=True)
-                for extra in sorted(set(error.instance) - set(allowed))]
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else str(error.validator_value)
         return [at(path, f"missing key {missing!r} in {where}")]
-    if error.path != error.relative_path:  # pragma: no cover - defensive
-        pass
-    if kind == "propertyNames" or (error.parent is not None and error.parent.validator == "propertyNames"):
-        return [at(path + (str(error.instance),), f"bad name {error.instance!r}: {schema.get('x-message', error.message)}", key=True)]
     if kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted if w != "null") or "nothing"
@@ -131,17 +123,10 @@ def _schema_diagnostics(error: jsonschema.ValidationError, file: str, marks: Mar
     return [at(path, f"{where}: {error.message}")]
 
 
-def _find_propertynames_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
-    if error.validator == "propertyNames" and error.context:
-        return list(error.context)
-    return [error]
-
-
 def validate_schema(data: Any, file: str, marks: Marks) -> list[Diagnostic]:
     diagnostics: list[Diagnostic] = []
     for error in _validator().iter_errors(data):
-        for leaf in _find_propertynames_errors(error):
-            diagnostics.extend(_schema_diagnostics(leaf, file, marks))
+        diagnostics.extend(_schema_diagnostics(error, file, marks))
     return diagnostics
 
 
