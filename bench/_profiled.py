@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 # what the commands import lazily (cli.py imports them inside the command functions)
-LAZY = ["topoctl.applier", "topoctl.context", "topoctl.spec.loader", "topoctl.kernel.executors",
+LAZY = ["topoctl.run.reconcile", "topoctl.run.steps", "topoctl.run.rollback", "topoctl.run.context", "topoctl.spec.loader", "topoctl.kernel.executors",
         "topoctl.kernel.observe", "topoctl.core.planner", "topoctl.output.show", "topoctl.store.journal",
         "topoctl.store.locking", "topoctl.store.saved", "topoctl.spec.compiled"]
 
@@ -28,11 +28,11 @@ STEPS = [
     ("topoctl.kernel.tables", "_read", "dumps read here"),
     ("topoctl.kernel.tables.Reader", "collect", "wait for the reader's share"),
     ("topoctl.kernel.observe", "read_tables", "read_tables (all dumps)"),
-    ("topoctl.context", "observe", "observe (read + build the live state)"),
-    ("topoctl.context", "plan", "planner"),
+    ("topoctl.run.context", "observe", "observe (read + build the live state)"),
+    ("topoctl.run.context", "plan", "planner"),
     ("topoctl.kernel.executors", "create_namespaces", "create namespaces"),
-    ("topoctl.applier", "execute", "other steps (veths, addresses, routes)"),
-    ("topoctl.applier", "execute_plan", "execute the plan"),
+    ("topoctl.run.steps", "execute", "other steps (veths, addresses, routes)"),
+    ("topoctl.run.reconcile", "execute_plan", "execute the plan"),
     ("topoctl.store.journal.Journal", "_write", "journal writes"),
 ]
 

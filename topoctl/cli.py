@@ -133,7 +133,7 @@ def _deployment(file: str, host: Optional[str], emulate: bool):
 
 
 def _context(file: str, host: Optional[str], emulate: bool):
-    from topoctl.context import Context
+    from topoctl.run.context import Context
 
     deployment = _deployment(file, host, emulate)
     return Context(deployment.topology, deployment.realisation)
@@ -141,7 +141,7 @@ def _context(file: str, host: Optional[str], emulate: bool):
 
 def _saved_context(saved):
     """The context a saved plan was made in: its own copy of the topology, its hosts."""
-    from topoctl.context import Context, realise
+    from topoctl.run.context import Context, realise
     from topoctl.spec.loader import load_text
 
     topology = load_text(saved.text, saved.source)
@@ -225,9 +225,9 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
     verb = "destroy" if destroy else "apply"
 
     def body() -> int:
-        from topoctl.applier import reconcile
+        from topoctl.run.reconcile import reconcile
         from topoctl.errors import Interrupted
-        from topoctl.interrupts import Interrupts, signal_name, signal_reason
+        from topoctl.run.interrupts import Interrupts, signal_name, signal_reason
         from topoctl.kernel.sockets import Kernel
         from topoctl.store.locking import host_locks
         from topoctl.store.saved import is_saved_plan

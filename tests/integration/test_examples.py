@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from topoctl.kernel import namespaces as ns
-from topoctl.context import Context, realise
+from topoctl.run.context import Context, realise
 from topoctl.spec.loader import load_file
 
 from .conftest import ROOT, TOPOCTL, normalised

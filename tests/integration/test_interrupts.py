@@ -20,7 +20,7 @@ import pytest
 
 from topoctl.kernel import namespaces as ns
 from topoctl import paths
-from topoctl.context import Context, realise
+from topoctl.run.context import Context, realise
 from topoctl.kernel.sockets import Kernel
 from topoctl.spec.loader import load_file
 from topoctl.output.show import state_json

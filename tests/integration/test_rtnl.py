@@ -136,7 +136,7 @@ def test_a_refused_read_is_a_topoctl_error_not_a_traceback(sandbox_factory, monk
         raise NetlinkError(errno.EBUSY)
 
     monkeypatch.setattr(Rtnl, "addresses", refused)
-    from topoctl.context import Context, realise
+    from topoctl.run.context import Context, realise
     from topoctl.errors import KernelError
     from topoctl.kernel.sockets import Kernel
     from topoctl.spec.loader import load_file

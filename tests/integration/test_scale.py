@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from topoctl.context import Context, realise
+from topoctl.run.context import Context, realise
 from topoctl.kernel.sockets import Kernel
 from topoctl.spec.loader import load_file
 
@@ -385,7 +385,7 @@ def test_an_apply_after_a_read_through_the_helper_opens_its_sockets_in_one_pass(
     """The helper read half the containers on sockets of its own; the steps that then act in
     those namespaces do not open a socket each (a thread per namespace), but all in one pass."""
     from topoctl.kernel import namespaces as ns
-    from topoctl.applier import reconcile
+    from topoctl.run.reconcile import reconcile
 
     from .conftest import ip
 

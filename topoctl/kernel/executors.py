@@ -7,6 +7,7 @@ import errno
 import functools
 import os
 import socket
+import time
 import contextlib
 from dataclasses import replace as dataclass_replace
 from typing import Callable, Iterator
@@ -71,6 +72,7 @@ from topoctl.core.state import (
     Link,
     Neighbour,
     RouteEntry,
+    State,
     owner_alias,
     route_record_key,
 )
@@ -383,3 +385,27 @@ def execute(kernel: Kernel, action: Action, topology: str) -> None:
         raise KernelError(f"{action.verb} {action.subject()}: {err.strerror or err}") from None
     finally:
         kernel.writes += 1
+
+
+SETTLE_TIMEOUT = 10.0
+
+
+def settle(kernel: Kernel, deleted: list[str], live: State) -> None:
+    """Wait until the kernel has finished deleting namespaces (it does so asynchronously):
+    veth ends whose peers were inside them vanish only then, and a plan made before that
+    would see them."""
+    waiting = [link for link in live.links.values()
+               if link.kind == "veth" and link.peer is not None and link.peer[0] in deleted
+               and link.scope not in deleted]
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while waiting and time.monotonic() < deadline:
+        remaining = []
+        for link in waiting:
+            try:
+                if kernel.rtnl(link.scope).link_index(link.name) is not None:
+                    remaining.append(link)
+            except Missing:
+                pass  # its own namespace is gone too
+        waiting = remaining
+        if waiting:
+            time.sleep(0.01)
