@@ -272,7 +272,7 @@ def _set_link(kernel: Kernel, action: SetLink, topology: str) -> None:
             request()
 
 
-# Neighbours keep an old MAC until their entry expires (tens of seconds, measured); with these on
+# Neighbours keep an old MAC until their entry expires (tens of seconds); with these on
 # for the change, the kernel tells them the new one (gratuitous ARP, unsolicited NA).
 _ANNOUNCE = ("/proc/sys/net/ipv4/conf/{}/arp_notify", "/proc/sys/net/ipv6/conf/{}/ndisc_notify")
 

@@ -32,7 +32,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 T = TypeVar("T")
 
-PARALLEL_CREATE_FROM = 8  # namespaces; fewer are made by one thread (starting one costs ~0.1 ms)
+PARALLEL_CREATE_FROM = 8  # namespaces; fewer are made by one thread (starting a second costs more)
 
 
 def cpus() -> int:
@@ -310,8 +310,7 @@ def create_netns_many(names: list[str], inside: Callable[[str], T],
     """New namespaces, each made by an unshare and a bind mount (what `ip netns add` does per
     process) with inside(name) called in it by the thread that made it, before it moves on.
     From PARALLEL_CREATE_FROM names on, two threads (with two CPUs) take the names in turn: the
-    kernel sets up two namespaces at once (100 namespaces: 54-69 ms by one thread, ~40% less
-    by two). A failure stops both threads; namespaces made after the failed one, in the order
+    kernel sets up two namespaces at once (docs/performance.md). A failure stops both threads; namespaces made after the failed one, in the order
     of `names`, are deleted again (undo(name, result) first), so that Partial.done is
     always the first names, as if made one by one."""
     results: dict[int, T] = {}

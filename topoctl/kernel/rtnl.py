@@ -2,8 +2,8 @@
 
 Part of the kernel layer. It exists for speed: a request here is a struct.pack, one send and
 one recv, and a dump is parsed with struct.unpack_from into NamedTuples, where pyroute2 0.9
-runs an asyncio event loop per request and decodes every attribute of every message (measured:
-~4 ms per dump, and ~0.2 s to import). pyroute2 remains the reference the tests compare with.
+runs an asyncio event loop per request and decodes every attribute of every message (the
+figures are in docs/architecture.md). pyroute2 remains the reference the tests compare with.
 Replies are read and checked by rtnl_decode.py: what cannot be trusted is a KernelError.
 """
 

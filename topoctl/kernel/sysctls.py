@@ -62,7 +62,7 @@ def _sysctl_refused(action: SetSysctl, err: OSError) -> TopoctlError:
 
 def set_sysctls(kernel: Kernel, actions: list[SetSysctl], topology: str) -> int:
     """A run of SetSysctl actions, written by one thread that moves from namespace to
-    namespace (one thread per write cost ~0.28 ms each), their keys recorded once per
+    namespace (not a thread per write), their keys recorded once per
     namespace. Returns how many were done; raises ns.Partial (`done`: the actions done; `error`: a
     TopoctlError naming the one that failed) when one fails."""
     steps = [(a.scope, (lambda a=a: _write_sysctl_here(a.key, a.new) if a.new is not None else None))

@@ -68,7 +68,7 @@ def pause(signals: Interrupts, log: journal.Journal | None, step: int) -> None:
 def _open_sockets(kernel: Kernel, actions: tuple[Action, ...]) -> None:
     """Sockets in every existing namespace the steps act in, opened by one thread: a read
     that went through the helper process (tables.py) opened only its own share, and a socket
-    opened on first use costs a thread of its own (~0.2 ms each)."""
+    opened on first use costs a thread of its own."""
     scopes = {action.scope for action in actions if not isinstance(action, SetSysctl)}  # sysctls: no socket
     scopes.update(action.b.scope for action in actions if isinstance(action, CreateVeth))
     existing = set(ns.list_netns())  # the others are made by the plan, their sockets with them
