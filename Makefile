@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DEMO := topologies/docker0.yaml
 TOPOCTL := $(BIN)/topoctl
 
-.PHONY: all demo test unit integration bench sysdeps venv bytecode clean
+.PHONY: all demo test lint unit integration bench sysdeps venv bytecode clean
 
 all: test
 
@@ -31,7 +31,8 @@ $(STAMP):
 	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); \
 	fi
 	@# compat: a plain path in a .pth file; the default editable finder costs every command ~20 ms
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+	@# [test]: pytest, hypothesis, import-linter, pyroute2 (the oracle); [bench]: pyroute2 (bench/floor.py)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]' --config-settings editable_mode=compat
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # Byte-compile the package, as a regular pip install does: an editable install never writes
@@ -60,7 +61,11 @@ demo: $(STAMP) bytecode sysdeps
 	echo; echo "== topoctl destroy --emulate $(DEMO)"; $(TOPOCTL) destroy --emulate $(DEMO); \
 	trap - EXIT; echo; echo "demo complete: nothing of it is left (ip netns list is empty of it)"
 
-test: $(STAMP) bytecode sysdeps
+# The layering of docs/architecture.md: the contracts under [tool.importlinter] in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/lint-imports
+
+test: $(STAMP) bytecode sysdeps lint
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 unit: $(STAMP) bytecode
@@ -75,4 +80,4 @@ bench: $(STAMP) bytecode sysdeps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .import_linter_cache

@@ -1,6 +1,6 @@
 """plan(desired, live) -> Plan. A pure function: no kernel, no files, unit-tested from data.
 
-Rules, in the words of DESIGN.md's promises:
+Rules (the promises of docs/promises.md):
 - only objects owned by this topology are changed or deleted; a wanted name taken by a foreign
   object is an OwnershipConflict, never a takeover;
 - attributes the kernel can change in place (mtu, mac, master, state, route gateway) are

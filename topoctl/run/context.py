@@ -64,17 +64,3 @@ def _count_unfinished_as_ours(live: State, recovery: journal.Interrupted, topolo
             key = (obj.get("scope"), obj["link"])
             if key in live.links and live.links[key].owner is None:
                 live.links[key] = dataclass_replace(live.links[key], owner=topology)
-
-
-
-
-def _count_unfinished_as_ours(live: State, recovery: journal.Interrupted, topology: str) -> None:
-    """What an interrupted apply began may lack our mark: plan as if it had it (apply marks it)."""
-    for obj in recovery.unfinished:
-        if "netns" in obj and obj["netns"] in live.namespaces and live.namespaces[obj["netns"]].owner is None:
-            live.namespaces[obj["netns"]] = dataclass_replace(live.namespaces[obj["netns"]], owner=topology,
-                                                             role=obj.get("role", "container"))
-        elif "link" in obj:
-            key = (obj.get("scope"), obj["link"])
-            if key in live.links and live.links[key].owner is None:
-                live.links[key] = dataclass_replace(live.links[key], owner=topology)

@@ -1,6 +1,5 @@
 """Ownership records under /run/topoctl: which namespaces a topology made (and as what), and
-which routes it added to the machine's own namespace. Part of the kernel layer's side
-effects: plain files, no kernel call.
+which routes it added to the machine's own namespace: plain files, no kernel call.
 
 A record is JSON, written by rename, so a reader sees the old file or the new one, whole. Each
 run lists the folder; parsed records are kept in an index file (see below) so that a run over
