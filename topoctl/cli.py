@@ -106,9 +106,11 @@ def _guard(body: Callable[[], Optional[int]], output: Output = Output.text,
     except TopoctlError as error:
         _fail(error, output, error_code)
     except Terminated:
+        _ignore_signals()
         err.print("[red]terminated[/red]")
         raise typer.Exit(143)
     except KeyboardInterrupt:
+        _ignore_signals()
         err.print("[red]interrupted[/red]")
         raise typer.Exit(130)
     raise typer.Exit(code or 0)
@@ -376,6 +378,18 @@ def main_options(version: bool = typer.Option(False, "--version", callback=versi
     """topoctl: declarative topology-as-code for Linux container networking."""
 
 
+def _interrupt_once(signum, frame) -> None:
+    """Ctrl-C before a run defers signals: KeyboardInterrupt once; the process is then ending,
+    and further signals must not cut short the message that says so."""
+    _ignore_signals()
+    raise KeyboardInterrupt()
+
+
+def _ignore_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _exit_code(done: SystemExit) -> int:
     if done.code is None:
         return 0
@@ -393,7 +407,7 @@ def main() -> None:
     blocks, locks are released with their descriptors, and topoctl registers no atexit handlers."""
     gc.set_threshold(100_000, 50, 100)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: see _guard
+        signal.signal(signal.SIGINT, _interrupt_once)  # KeyboardInterrupt: see _guard
     try:
         app()
         code = 0

@@ -222,3 +222,25 @@ def test_signals_at_random_moments_end_in_one_of_the_two_states(sandbox_factory,
     SUMMARY.update(seed=SEED, trials=TRIALS, outcomes=dict(sorted(tally.items())),
                    signals_landed_in=dict(sorted(landed.items())))
     assert sum(tally.values()) == TRIALS
+
+
+def test_signals_in_quick_succession_during_start_up_still_say_what_happened(sandbox_factory, tmp_path):
+    """Two or three signals a millisecond apart while the command starts, loads or waits for
+    its lock: the first ends it, the others must not cut short the message that says so."""
+    box = sandbox_factory("docker0.yaml")
+    log = tmp_path / "signals.log"
+    for step in range(14):
+        signals = [(0.008 * step, signal.SIGINT if step % 2 else signal.SIGTERM)] + \
+            [(0.001, signal.SIGINT), (0.0005, signal.SIGTERM)][: 1 + step % 2]
+        run = Signalled(box, "apply", "start", signals, log, group=False)
+        said = run.err.strip().splitlines()
+        assert "Traceback" not in run.err, run.err
+        if run.code == 0:
+            assert "complete" in run.out, run.out
+            box.run("destroy")
+            continue
+        assert run.code in (130, 143) and said, f"delay {0.008 * step:.3f}: exit {run.code}, stderr {run.err!r}"
+        assert said[-1] in ("interrupted", "terminated") or "nothing was changed" in run.err \
+            or "rolled back" in run.err, run.err
+        assert box.leftovers() == [] or box.plan_exit() == 0
+        box.run("destroy")

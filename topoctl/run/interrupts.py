@@ -41,14 +41,16 @@ class Interrupts:
     """The signals received by a run, and the phase of the run each arrived in.
 
     Immediate (the default), a signal raises KeyboardInterrupt or Terminated where the process
-    is: right while nothing has been changed, e.g. waiting for a lock. After defer(), it is
-    only recorded. A signal the process ignores stays ignored. Only the main thread can
+    is, once: right while nothing has been changed, e.g. waiting for a lock; later ones are only
+    recorded, so that the way out is not cut short. After defer(), every signal is only
+    recorded. A signal the process ignores stays ignored. Only the main thread can
     handle signals; elsewhere install() does nothing and the run is never interrupted."""
 
     def __init__(self) -> None:
         self.received: list[tuple[int, str]] = []
         self._phase = "start"
         self.deferred = False
+        self._raised = False
         self.installed: dict[int, object] = {}
         self._log: int | None = None
 
@@ -98,6 +100,9 @@ class Interrupts:
         if self._log is not None:
             os.write(self._log, f"signal {signum} {self._phase}\n".encode())
         if not self.deferred:
+            if self._raised:
+                return  # raised once already: later signals must not cut short the way out
+            self._raised = True
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         if len(self.received) <= 2:
             # os.write: a handler may run while print() is in the middle of a line
