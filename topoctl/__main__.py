@@ -7,7 +7,8 @@ import signal
 
 def _stopped(signum: int, frame) -> None:
     # Nothing has been changed this early (importing, parsing): end at once, as a command
-    # stopped by this signal, without a traceback.
+    # stopped by this signal, without a traceback; a second signal is held back meanwhile.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     name = "interrupted" if signum == signal.SIGINT else "terminated"
     try:
         os.write(2, f"{name}\n".encode())
