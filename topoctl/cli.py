@@ -386,8 +386,14 @@ def _interrupt_once(signum, frame) -> None:
 
 
 def _ignore_signals() -> None:
+    # A Python handler that does nothing, not SIG_IGN: CPython raises "Signal N ignored due to
+    # race condition" for a signal already caught when its handler is set to SIG_IGN.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, _ignored)
+
+
+def _ignored(signum, frame) -> None:
+    pass
 
 
 def _exit_code(done: SystemExit) -> int:
