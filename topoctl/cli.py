@@ -234,7 +234,7 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
         from topoctl.store.locking import host_locks
         from topoctl.store.saved import is_saved_plan
         from topoctl.store.saved import load as load_saved
-        from topoctl.output.show import print_plan, progress_bar
+        from topoctl.output.show import print_plan, print_warnings, progress_bar
         nonlocal destroy
         expected = None
         if not destroy and is_saved_plan(file):
@@ -269,6 +269,7 @@ def _reconcile(file: str, host: Optional[str], emulate: bool, output: Output, de
             if report.plan.empty:
                 for note in report.plan.notes:
                     out.print(f"[dim]note: {_esc(note)}[/dim]")
+                print_warnings(out, report.plan)
                 out.print("No changes. The live state matches the file.")
             else:
                 print_plan(out, report.plan, summary=False)

@@ -49,3 +49,8 @@ def lock_path(host: str) -> str:
 
 def cache_dir() -> str:
     return state_path("cache")
+
+
+def tables_record_path(topology: str) -> str:
+    """Where the namespaces holding a topology's nftables tables are listed."""
+    return state_path("tables", f"{topology}.json")

@@ -82,12 +82,15 @@ def test_from_nothing_creates_everything_in_phase_order():
     ctx = context()
     the_plan = plan(ctx.desired, State(), "demo")
     assert kinds(the_plan) == [
-        "CreateNamespace", "CreateNamespace", "SetSysctl", "CreateBridge", "CreateVeth",
+        "CreateNamespace", "CreateNamespace", "SetSysctl", "SetSysctl", "CreateBridge", "CreateVeth",
         "AddAddress", "AddAddress", "AddAddress", "AddRoute",
     ]
     assert [a.netns.name for a in the_plan.actions[:2]] == [HOST, "nginx-1"]
-    assert the_plan.summary() == "Plan: 8 to add, 1 to change, 0 to destroy."
-    veth = the_plan.actions[4]
+    # the host forwards because the container routes through the bridge (issue 13)
+    assert (the_plan.actions[2].scope, the_plan.actions[2].key, the_plan.actions[2].why) == (
+        HOST, "net.ipv4.ip_forward", "namespace nginx-1 routes via bridge docker0")
+    assert the_plan.summary() == "Plan: 8 to add, 2 to change, 0 to destroy."
+    veth = the_plan.actions[5]
     assert {veth.a.scope, veth.b.scope} == {HOST, "nginx-1"}
     host_end = veth.a if veth.a.scope == HOST else veth.b
     assert host_end.master == "docker0" and host_end.peer == ("nginx-1", "eth0")
@@ -363,7 +366,7 @@ def test_json_form_is_stable_and_serialisable():
     data = plan(ctx.desired, State(), "demo").as_json()
     text = json.dumps(data, sort_keys=True)
     assert json.loads(text) == data
-    assert data["format_version"] == 1 and data["summary"] == {"add": 8, "change": 1, "destroy": 0}
+    assert data["format_version"] == 1 and data["summary"] == {"add": 8, "change": 2, "destroy": 0}
     first = data["actions"][0]
     assert first == {"action": "create", "type": "namespace", "netns": HOST, "subject": f"namespace {HOST}",
                      "name": HOST, "role": "host", "host": "local"}
@@ -404,6 +407,7 @@ def test_a_plan_is_in_the_documented_order():
     assert [(a.verb, a.subject()) for a in the_plan.actions] == [
         ("create", "namespace db"),
         ("create", "namespace web"),
+        ("change", "sysctl net.ipv4.ip_forward in (root)"),  # two bridges that reach each other
         ("change", "sysctl net.ipv4.ip_local_port_range in db"),
         ("create", "bridge br0 in (root)"),
         ("create", "bridge br1 in (root)"),
@@ -416,7 +420,7 @@ def test_a_plan_is_in_the_documented_order():
         ("create", "route default in db"),
         ("create", "route default in web"),
     ]
-    assert the_plan.actions[2].new == "32768 60999"  # the kernel's form, as read back
+    assert the_plan.actions[3].new == "32768 60999"  # the kernel's form, as read back
 
 
 def _many_containers(count: int = 12) -> str:
@@ -556,7 +560,7 @@ def test_a_sysctl_written_unlike_the_kernel_prints_it_converges():
     live.sysctls[("nginx-1", "net.ipv4.ip_local_port_range")] = "32768 60999"
     live.sysctls[("nginx-1", "net.ipv4.tcp_rmem")] = "4096 131072 6291456"
     assert plan(ctx.desired, live, "demo").empty
-    writes = [(a.key, a.new) for a in plan(ctx.desired, State(), "demo").actions if isinstance(a, SetSysctl)]
+    writes = [(a.key, a.new) for a in plan(ctx.desired, State(), "demo").actions if isinstance(a, SetSysctl) and not a.why]
     assert writes == [("net.ipv4.ip_local_port_range", "32768 60999"), ("net.ipv4.tcp_rmem", "4096 131072 6291456")]
     script = render_build(ctx)
     assert "ip netns exec nginx-1 sysctl -qw 'net.ipv4.ip_local_port_range=32768 60999'" in script

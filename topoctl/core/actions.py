@@ -282,6 +282,7 @@ class SetSysctl(Action):
     key: str
     old: str | None
     new: str
+    why: str = ""  # when the design needs it rather than the file saying it
     verb = CHANGE
     noun = "sysctl"
 
@@ -300,7 +301,10 @@ class SetSysctl(Action):
         return f"sysctl {self.key} in {scope_label(self.scope)}"
 
     def details(self) -> dict:
-        return {"key": self.key, "old": self.old, "new": self.new}
+        out = {"key": self.key, "old": self.old, "new": self.new}
+        if self.why:
+            out["why"] = self.why
+        return out
 
 
 @dataclass(frozen=True)
@@ -456,6 +460,7 @@ class Plan:
     topology: str
     actions: tuple[Action, ...]
     notes: tuple[str, ...] = ()  # what the plan deliberately leaves alone, and why
+    warnings: tuple[str, ...] = ()  # what may defeat the design that the plan cannot change
 
     @property
     def empty(self) -> bool:
@@ -473,4 +478,5 @@ class Plan:
 
     def as_json(self) -> dict:
         return {"format_version": 1, "topology": self.topology, "summary": self.counts(),
-                "actions": [a.as_json() for a in self.actions], "notes": list(self.notes)}
+                "actions": [a.as_json() for a in self.actions], "notes": list(self.notes),
+                "warnings": list(self.warnings)}

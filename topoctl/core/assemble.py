@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from topoctl.core.kabi import ADDRESS_FAMILIES, IFF_LOOPBACK, IFF_UP, NUD_PERMANENT, RTN_UNICAST, \
     RTNH_F_ONLINK, RTPROT_KERNEL
-from topoctl.core.state import (MAIN_TABLE, Address, Fdb, Link, Neighbour, Netns, RouteEntry, Scope, State, Vxlan,
+from topoctl.core.state import (MAIN_TABLE, Address, Fdb, Link, Neighbour, Netns, NftTable, RouteEntry, Scope, State, Vxlan,
                                 owner_from_alias, route_record_key)
 from topoctl.paths import route_record_name
 from topoctl.spec.model import IPAddress, IPInterface, IPNetwork
@@ -47,6 +47,8 @@ class Readings:
     neighbours: dict[Scope, tuple[Sequence[Any], Sequence[Any]]] = field(default_factory=dict)  # (ip, bridge fdb)
     sysctls: dict[tuple[Scope, str], str] = field(default_factory=dict)
     nsid_of: Callable[[Scope, Scope], int | None] = lambda seen_from, target: None  # asked only on collisions
+    nft_tables: dict[tuple[Scope, str, str], NftTable] = field(default_factory=dict)  # topoctl's own, by key
+    foreign_drops: dict[Scope, tuple[str, ...]] = field(default_factory=dict)
 
 
 class _Addresses:
@@ -118,6 +120,8 @@ def _link_from(msg: Any, scope: Scope, master: str | None, peer: tuple[Scope, st
 def assemble(readings: Readings, topology: str) -> State:
     """The live State of what was read, as seen by `topology`."""
     state = State()
+    state.tables = dict(readings.nft_tables)
+    state.foreign_drops = dict(readings.foreign_drops)
     for name in sorted(readings.namespaces):
         owner = readings.namespaces[name]
         state.namespaces[name] = Netns(name=name, owner=owner.topology if owner else None,

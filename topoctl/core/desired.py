@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from topoctl.spec.model import Endpoint, Place, Route, Topology, derived_mac, place_of
+from topoctl.core.netfilter import add_netfilter
 from topoctl.core.overlay import add_overlays, add_underlay
 from topoctl.core.realisation import Realisation, emulates_underlay
 from topoctl.core.state import (Address, Link, Netns, RouteEntry, Scope, State, interface_order, link_mac,
@@ -106,6 +107,7 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
         if host_route.host in selected:
             add_route(realisation.host_scope(host_route.host), host_route.route)
     add_overlays(state, topology, realisation)
+    add_netfilter(state, topology, realisation)
     return state
 
 

@@ -35,6 +35,7 @@ from topoctl.core.actions import (
     SetSysctl,
 )
 from topoctl.core.actions import sysctl_interface
+from topoctl.core.table_actions import DeleteTable, WriteTable
 from topoctl.errors import OwnershipConflict
 from topoctl.core.state import Address, Link, RouteEntry, Scope, State, interface_order, network_order, scope_label
 
@@ -83,6 +84,7 @@ class _Planner:
         self.actions: list[Action] = []
         self.conflicts: list[str] = []
         self.notes: list[str] = []
+        self.warnings: list[str] = []  # what may defeat the design, though the plan can do nothing about it
         self.fresh_scopes: set[Scope] = set()  # created by this plan: everything inside is new
         self.gone_scopes: set[Scope] = set()  # deleted by this plan: everything inside goes
         self.fresh_links: set[tuple[Scope, str]] = set()  # created or re-created by this plan
@@ -322,7 +324,7 @@ class _Planner:
             fresh = scope in self.fresh_scopes or (interface is not None and (scope, interface) in self.fresh_links)
             old = None if fresh else self.live.sysctls.get((scope, key))
             if old != value:
-                self.actions.append(SetSysctl(scope, key, old, value))
+                self.actions.append(SetSysctl(scope, key, old, value, self.desired.sysctl_reasons.get((scope, key), "")))
                 if interface is None:
                     rewritten.add(scope)
         # Writing net.ipv4.conf.all.forwarding (and a few others) sets every interface's own
@@ -330,7 +332,25 @@ class _Planner:
         planned = {(a.where, a.key) for a in self.actions if isinstance(a, SetSysctl)}
         for (scope, key), value in ordered:
             if scope in rewritten and sysctl_interface(key) is not None and (scope, key) not in planned:
-                self.actions.append(SetSysctl(scope, key, self.live.sysctls.get((scope, key)), value))
+                self.actions.append(SetSysctl(scope, key, self.live.sysctls.get((scope, key)), value,
+                                              self.desired.sysctl_reasons.get((scope, key), "")))
+
+    def tables(self) -> None:
+        for key, want in sorted(self.desired.tables.items(), key=lambda kv: (kv[0][0] or "", *kv[0][1:])):
+            have = None if want.scope in self.fresh_scopes else self.live.tables.get(key)
+            if have != want:
+                self.actions.append(WriteTable(want, have))
+        for key, have in sorted(self.live.tables.items(), key=lambda kv: (kv[0][0] or "", *kv[0][1:])):
+            if key not in self.desired.tables and have.scope not in self.gone_scopes:
+                self.actions.append(DeleteTable(have))
+                forwards = {scope for (scope, key) in self.desired.sysctl_reasons}
+        for scope, chains in sorted(self.live.foreign_drops.items(), key=lambda kv: kv[0] or ""):
+            if scope in forwards and scope not in self.gone_scopes:
+                why = next(r for (s, _), r in sorted(self.desired.sysctl_reasons.items(), key=lambda kv: kv[0][1])
+                           if s == scope)
+                self.warnings.append(
+                    f"in {scope_label(scope)}, {', '.join(chains)} (not topoctl's) drops forwarded traffic by policy: "
+                    f"it may block what the design forwards ({why}); topoctl leaves other tables alone")
 
 
 def _address_key(address: Address) -> tuple:
@@ -359,6 +379,7 @@ def plan(desired: State, live: State, topology: str) -> Plan:
     planner.neighbours()
     planner.fdb()
     planner.sysctls()
+    planner.tables()
     if planner.conflicts:
         raise OwnershipConflict(
             "; ".join(planner.conflicts),
@@ -366,4 +387,5 @@ def plan(desired: State, live: State, topology: str) -> Plan:
             "or remove the existing ones by hand",
         )
     actions = sorted(planner.actions, key=lambda a: a.sort_key())
-    return Plan(topology=topology, actions=tuple(actions), notes=tuple(planner.notes))
+    return Plan(topology=topology, actions=tuple(actions), notes=tuple(planner.notes),
+                warnings=tuple(planner.warnings))

@@ -181,6 +181,34 @@ class Fdb:
     dst: IPAddress
 
 
+@dataclass(frozen=True)
+class NftChain:
+    """A chain as `nft list table` prints it: its header line (empty for a regular chain) and its
+    rules, each in nft's own canonical text, so that what is read back compares equal."""
+
+    name: str
+    header: str  # "type nat hook prerouting priority dstnat; policy accept;"
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NftTable:
+    """A whole nftables table. topoctl owns the tables named after its topology, never others."""
+
+    scope: Scope
+    family: str  # inet | ip | ip6 | bridge | ...
+    name: str
+    chains: tuple[NftChain, ...] = ()
+
+    @property
+    def key(self) -> tuple[Scope, str, str]:
+        return (self.scope, self.family, self.name)
+
+
+def nft_table_name(topology: str) -> str:
+    return "topoctl-" + topology
+
+
 @dataclass
 class State:
     """A whole kernel state. Built once (by the compiler or the observer), then only read."""
@@ -192,6 +220,11 @@ class State:
     sysctls: dict[tuple[Scope, str], str] = field(default_factory=dict)
     neighbours: set[Neighbour] = field(default_factory=set)
     fdb: set[Fdb] = field(default_factory=set)
+    tables: dict[tuple[Scope, str, str], NftTable] = field(default_factory=dict)
+    # Base chains of other tables whose policy drops forwarded traffic ("ip filter FORWARD").
+    foreign_drops: dict[Scope, tuple[str, ...]] = field(default_factory=dict)
+    # Why a sysctl is wanted when the file does not say it (forwarding derived from the design).
+    sysctl_reasons: dict[tuple[Scope, str], str] = field(default_factory=dict)
     # The scopes this state speaks for: the planner only deletes what it saw in them.
     scopes: set[Scope] = field(default_factory=set)
 

@@ -13,6 +13,8 @@ from dataclasses import replace as dataclass_replace
 from typing import Callable, Iterator
 
 from topoctl.kernel import namespaces as ns
+from topoctl.kernel import nft
+from topoctl.core.table_actions import DeleteTable, WriteTable
 from topoctl.store import records
 from topoctl.kernel.sockets import Kernel
 from topoctl.kernel.sysctls import set_sysctl, set_sysctls
@@ -360,7 +362,20 @@ _EXECUTORS: dict[type, Callable[[Kernel, Action, str], None]] = {
     DeleteNeighbour: lambda k, a, t: _neighbour_request(k, a.neighbour, "del"),
     AddFdb: lambda k, a, t: _fdb_request(k, a.fdb, "append"),
     DeleteFdb: lambda k, a, t: _fdb_request(k, a.fdb, "del"),
+    WriteTable: lambda k, a, t: _write_table(a, t),
+    DeleteTable: lambda k, a, t: _delete_table(a, t),
 }
+
+
+def _write_table(action: WriteTable, topology: str) -> None:
+    records.record_table_scope(topology, action.scope, present=True)  # first: a kill between leaves it findable
+    nft.write_table(action.new)
+
+
+def _delete_table(action: DeleteTable, topology: str) -> None:
+    # The namespace stays in the record (it may hold the table of another family): reading a
+    # namespace with no table of ours costs one `list tables`.
+    nft.delete_table(action.old)
 
 
 def execute(kernel: Kernel, action: Action, topology: str) -> None:

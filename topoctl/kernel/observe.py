@@ -12,7 +12,9 @@ from typing import Iterable
 from topoctl.core.assemble import Owner, Readings, assemble, sysctls_to_read, vxlan_devices
 from topoctl.core.kabi import AF_BRIDGE
 from topoctl.core.state import Scope, State
+from topoctl.core.state import nft_table_name
 from topoctl.kernel import namespaces as ns
+from topoctl.kernel import nft
 from topoctl.kernel.sockets import Kernel
 from topoctl.kernel.tables import read_tables
 from topoctl.store import records
@@ -20,21 +22,28 @@ from topoctl.store import records
 
 def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
             hosts: set[str] | None = None, skim_containers: bool = False,
-            half_made_ours: Iterable[str] = ()) -> State:
+            half_made_ours: Iterable[str] = (), tables_in: Iterable[Scope] = (),
+            host_scopes: Iterable[Scope] = ()) -> State:
     """The live State of `scopes` (namespaces that do not exist are left out), as seen by `topology`."""
-    return assemble(read(kernel, topology, scopes, sysctls, hosts, skim_containers, half_made_ours), topology)
+    return assemble(read(kernel, topology, scopes, sysctls, hosts, skim_containers, half_made_ours, tables_in,
+                         host_scopes), topology)
 
 
 def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
          hosts: set[str] | None = None, skim_containers: bool = False,
-         half_made_ours: Iterable[str] = ()) -> Readings:
+         half_made_ours: Iterable[str] = (), tables_in: Iterable[Scope] = (),
+         host_scopes: Iterable[Scope] = ()) -> Readings:
     """What assemble() needs: the namespaces in view with their records, the tables of each
     (`skim_containers`: our container namespaces are only listed, not read, since a destroy
     deletes them whole), the VXLAN devices' neighbours and FDB entries, the sysctls.
 
     A /run/netns file that pins no namespace (a run killed while making it) counts as absent
     when this topology's record or `half_made_ours` (what an interrupted run of it began)
-    names it, since its next apply or destroy removes it; any other is a KernelError."""
+    names it, since its next apply or destroy removes it; any other is a KernelError.
+
+    nftables tables are read where the file wants one (`tables_in`), where the topology wrote
+    one before, and in its hosts (`host_scopes`, with the other tables' forward policies, for
+    the warnings) when libnftables is there: a container without firewall costs nothing."""
     existing = set(ns.list_netns())
     by_name = records.netns_records()
     recorded = [name for name, r in by_name.items() if r.topology == topology]
@@ -66,10 +75,22 @@ def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterab
     for scope in sorted({scope for scope, _ in vxlan_devices(tables, topology)}, key=lambda s: s or ""):
         handle = kernel.rtnl(scope)
         neighbours[scope] = (handle.neighbours(), handle.neighbours(AF_BRIDGE))
+    nft_tables, foreign_drops = _read_nft(topology, set(tables_in), set(host_scopes), set(live_scopes))
     return Readings(
-        namespaces=namespaces, tables=tables,
+        namespaces=namespaces, tables=tables, nft_tables=nft_tables, foreign_drops=foreign_drops,
         root_routes=records.recorded_root_routes(topology) if None in live_scopes else set(),
         neighbours=neighbours,
         sysctls=kernel.read_sysctls(sysctls_to_read(namespaces, live_scopes, list(sysctls), topology)),
         nsid_of=kernel.nsid_of,
     )
+
+
+def _read_nft(topology: str, wanted: set[Scope], hosts: set[Scope], live: set[Scope]) -> tuple[dict, dict]:
+    """topoctl's tables where they may be (among the scopes read), and the hosts' foreign
+    forward policies."""
+    scopes = wanted | {s for s in records.table_scopes(topology) if s in live}
+    if not wanted and not nft.available():
+        return {}, {}  # nothing asks for nftables and there is none: nothing of ours to read
+    scopes = {s for s in scopes | hosts if s in live}
+    ordered = sorted(scopes, key=lambda s: s or "")
+    return nft.read(ordered, nft_table_name(topology), hosts)

@@ -16,6 +16,7 @@ from topoctl.core.actions import Plan
 from topoctl.core.desired import Deployment
 from topoctl.paths import NETNS_RUN_DIR, STATE_DIR, route_record_name, routes_record_dir
 from topoctl.core.planner import plan
+from topoctl.core.nft_text import delete_script, replace_script
 from topoctl.core.state import ROUTE_PROTO, State, owner_alias, route_record_key
 
 FLAVORS = ("ip", "brctl")
@@ -46,7 +47,7 @@ def render_plan(the_plan: Plan, context: Deployment, flavor: str = "ip", teardow
         alias=owner_alias(topology.name), proto=ROUTE_PROTO, netns_dir=NETNS_RUN_DIR, state_dir=STATE_DIR,
         routes_dir=routes_record_dir(topology.name),
         route_record=lambda route: route_record_name(route_record_key(route)),
-        shared_scope=context.shared_scope(),
+        shared_scope=context.shared_scope(), nft_replace=replace_script, nft_delete=delete_script,
     )
 
 

@@ -51,11 +51,25 @@ def plan_line(action: Action) -> str:
             f"{escape(_value(c['new'], c['attribute']))}" for c in details["changes"])
     elif action.verb == CHANGE and "key" in details:
         text += f"  {escape(_value(details['old']))} -> {escape(_value(details['new']))}"
+        if details.get("why"):
+            text += f" [dim](needed by {escape(details['why'])})[/dim]"
     elif action.noun == "route":
         via = f" via {details['via']}" if details.get("via") else ""
         dev = f" dev {details['dev']}" if details.get("dev") else ""
         text += escape(f"{via}{dev} metric {details['metric']}")
-    return f"[{colour}]{symbol:>3}[/{colour}] {text}"
+    line = f"[{colour}]{symbol:>3}[/{colour}] {text}"
+    if action.noun == "table" and action.verb != DELETE:
+        line += "".join(_rule_line(change) for change in details["rules"])
+    return line
+
+
+_RULE_STYLE = {"+": "green", "-": "red", "~": "yellow"}
+
+
+def _rule_line(change: dict) -> str:
+    colour = _RULE_STYLE[change["change"]]
+    return (f"\n      [{colour}]{change['change']}[/{colour}] {escape(change['chain'])}: "
+            f"{escape(change['rule'])}")
 
 
 def print_plan(console: Console, plan: Plan, summary: bool = True) -> None:
@@ -66,8 +80,14 @@ def print_plan(console: Console, plan: Plan, summary: bool = True) -> None:
         console.print("\n".join(plan_line(action) for action in plan.actions))
     for note in plan.notes:
         console.print(f"[dim]note: {escape(note)}[/dim]")
+    print_warnings(console, plan)
     if summary and not plan.empty:
         console.print(f"\n[bold]{plan.summary()}[/bold]")
+
+
+def print_warnings(console: Console, plan: Plan) -> None:
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @contextlib.contextmanager

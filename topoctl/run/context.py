@@ -26,8 +26,12 @@ class Context(Deployment):
         """The live state in this run's view, and whether other hosts still use the shared underlay."""
         r = self.realisation
         begun = [obj["netns"] for obj in recovery.unfinished if "netns" in obj] if recovery is not None else []
+        hosts = [scope for scope in self.desired.scopes
+                 if scope is None or self.desired.namespaces[scope].role == "host"]
         live = observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys(),
-                       hosts=set(r.hosts) if r.partial else None, skim_containers=destroy, half_made_ours=begun)
+                       hosts=set(r.hosts) if r.partial else None, skim_containers=destroy, half_made_ours=begun,
+                       tables_in={t.scope for t in self.desired.tables.values()} if not destroy else (),
+                       host_scopes=hosts)
         shared = self.shared_scope()
         if shared is None:
             return live, False

@@ -106,6 +106,7 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
         for name in records.recorded_netns(context.topology.name):
             if name not in ns.list_netns():
                 records.forget_netns(name)  # a record of a namespace already gone by other means
+    records.prune_table_scopes(context.topology.name, set(ns.list_netns()), keep_root=not destroy)
     if not check.empty:
         raise VerificationFailed(differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from topoctl.errors import Diagnostic
+from topoctl.spec.build_netfilter import firewall, published_ports
 from topoctl.spec.model import (
     DEFAULT_MTU,
     IMPLICIT_HOST,
@@ -203,6 +204,9 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
             mac=canonical_mac(bridge_data["mac"]) if "mac" in bridge_data else None,
             stp=bridge_data.get("stp", False),
             up=bridge_data.get("state", "up") == "up",
+            masquerade=bridge_data.get("masquerade", False),
+            isolated=bridge_data.get("isolated", False),
+            icc=bridge_data.get("icc", True),
             origin=path,
         ))
 
@@ -216,7 +220,10 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         namespaces.append(Namespace(
             name=ns_name,
             host=_host_of(ns_data, path, host_names, problems, f"namespace {ns_name}"),
-            routes=routes, sysctls=sysctls, origin=path,
+            routes=routes, sysctls=sysctls,
+            ports=published_ports(ns_data.get("ports", []), path + ("ports",), problems),
+            firewall=firewall(ns_data["firewall"], path + ("firewall",), problems) if "firewall" in ns_data else None,
+            origin=path,
         ))
 
     links: list[VethLink] = []

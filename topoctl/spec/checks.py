@@ -23,6 +23,7 @@ from topoctl.spec.model import (
     place_of,
     vtep_address,
 )
+from topoctl.spec.netfilter_checks import check_netfilter
 from topoctl.spec.overlay_checks import check_overlays
 from topoctl.spec.model import route_family_default_metric
 
@@ -39,6 +40,7 @@ def check_topology(topology: Topology, report: Report, flawed: set[tuple] | None
     _check_interface_names(topology, interfaces, report, unsure)
     _check_addresses(topology, interfaces, report)
     _check_routes(topology, interfaces, report, flawed, _incomplete_places(topology, flawed))
+    check_netfilter(topology, report)
 
 
 def _check_reserved_names(topology: Topology, report: Report) -> None:

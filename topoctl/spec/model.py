@@ -77,8 +77,52 @@ class Bridge:
     mac: str | None = None
     stp: bool = False
     up: bool = True
+    masquerade: bool = False  # SNAT what leaves its subnets through another interface
+    isolated: bool = False  # no forwarding between it and the host's other bridges
+    icc: bool = True  # containers on it may reach each other
     key: str = ""  # how the file names it (bridges: KEY); endpoints refer to it by this
     origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """Docker's -p: HOST_PORT on the namespace's host (on `host_ip`, or on every local address
+    when None) is forwarded to CONTAINER_PORT of the namespace."""
+
+    host_port: int
+    container_port: int
+    proto: str = "tcp"  # tcp | udp
+    host_ip: IPAddress | None = None
+    origin: Path = _origin()
+
+    def label(self) -> str:
+        ip = "" if self.host_ip is None else (f"[{self.host_ip}]:" if self.host_ip.version == 6 else f"{self.host_ip}:")
+        return f"{ip}{self.host_port}:{self.container_port}/{self.proto}"
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One allow rule: every field given must match. `ports` is an inclusive range."""
+
+    source: IPNetwork | None = None
+    dest: IPNetwork | None = None
+    proto: str | None = None  # tcp | udp | icmp | icmpv6
+    ports: tuple[int, int] | None = None
+    origin: Path = _origin()
+
+
+@dataclass(frozen=True)
+class FirewallDirection:
+    default: str = "accept"  # accept | drop
+    allow: tuple[FirewallRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Firewall:
+    """Rules in a container's own namespace; replies of allowed traffic always pass."""
+
+    inbound: FirewallDirection = FirewallDirection()
+    outbound: FirewallDirection = FirewallDirection()
 
 
 @dataclass(frozen=True)
@@ -87,6 +131,8 @@ class Namespace:
     host: str
     routes: tuple[Route, ...] = ()
     sysctls: tuple[tuple[str, str], ...] = ()
+    ports: tuple[PublishedPort, ...] = ()
+    firewall: Firewall | None = None
     origin: Path = _origin()
 
 
@@ -106,6 +152,8 @@ class Endpoint:
     mtu: int = DEFAULT_MTU
     mac: str | None = None
     up: bool = True
+    rate: int | None = None  # egress limit, bits per second (a tbf root qdisc)
+    burst: int | None = None  # bytes; None: derived from the rate and the MTU
     origin: Path = _origin()
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from topoctl import paths
-from topoctl.paths import netns_record_path, route_record_name, routes_record_dir  # noqa: F401 (used by the renderer's callers)
+from topoctl.paths import netns_record_path, route_record_name, routes_record_dir, tables_record_path  # noqa: F401
 
 
 
@@ -233,5 +233,40 @@ def record_root_route(topology: str, key: str, present: bool) -> None:
     else:
         try:
             os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def table_scopes(topology: str) -> set[str | None]:
+    """The namespaces (None: the root one) where `topology` has written nftables tables, so that
+    they are read back even once the file no longer wants them there; nothing else is read."""
+    data = _read_json(tables_record_path(topology))
+    if not isinstance(data, list):
+        return set()
+    return {None if name == "" else name for name in data if isinstance(name, str)}
+
+
+def record_table_scope(topology: str, scope: str | None, present: bool) -> None:
+    scopes = table_scopes(topology)
+    changed = (scope not in scopes) if present else (scope in scopes)
+    if changed:
+        _write_table_scopes(topology, scopes | {scope} if present else scopes - {scope})
+
+
+def prune_table_scopes(topology: str, existing: set[str], keep_root: bool) -> None:
+    """Forget the namespaces that are gone (and, after a destroy, the root namespace: a destroy
+    that ended well left no table of the topology there)."""
+    scopes = table_scopes(topology)
+    kept = {s for s in scopes if (s is None and keep_root) or (s is not None and s in existing)}
+    if kept != scopes:
+        _write_table_scopes(topology, kept)
+
+
+def _write_table_scopes(topology: str, scopes: set[str | None]) -> None:
+    if scopes:
+        _write_json(tables_record_path(topology), sorted("" if s is None else s for s in scopes))
+    else:
+        try:
+            os.unlink(tables_record_path(topology))
         except FileNotFoundError:
             pass
