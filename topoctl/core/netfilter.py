@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
+from topoctl.core.nft_text import canonical_rule
 from topoctl.core.state import NftChain, NftTable, Scope, State, nft_table_name
 from topoctl.spec.forwarding import container_addresses, forwarding_needs
 from topoctl.spec.model import Bridge, FirewallDirection, FirewallRule, IPNetwork, Namespace, PublishedPort, Topology
@@ -71,7 +72,7 @@ class _HostTables:
         self.bridge_forward: list[str] = []
 
     def inet(self, scope: Scope, name: str) -> NftTable | None:
-        chains = [NftChain(chain, header, tuple(dict.fromkeys(rules))) for chain, header, rules in (
+        chains = [NftChain(chain, header, _rules(rules)) for chain, header, rules in (
             ("prerouting", NAT_PREROUTING, self.prerouting), ("output", NAT_OUTPUT, self.output),
             ("postrouting", NAT_POSTROUTING, self.postrouting), ("forward", FILTER_FORWARD, self.forward)) if rules]
         return NftTable(scope, "inet", name, tuple(chains)) if chains else None
@@ -79,7 +80,12 @@ class _HostTables:
     def bridge(self, scope: Scope, name: str) -> NftTable | None:
         if not self.bridge_forward:
             return None
-        return NftTable(scope, "bridge", name, (NftChain("forward", FILTER_FORWARD, tuple(self.bridge_forward)),))
+        return NftTable(scope, "bridge", name, (NftChain("forward", FILTER_FORWARD, _rules(self.bridge_forward)),))
+
+
+def _rules(rules: list[str]) -> tuple[str, ...]:
+    """In order, once each, in the form compared with what is read back."""
+    return tuple(dict.fromkeys(canonical_rule(r) for r in rules))
 
 
 def _subnets(bridge: Bridge, version: int) -> list[IPNetwork]:
@@ -164,7 +170,7 @@ def _direction_chain(name: str, hook: str, direction: FirewallDirection, ipv6: b
         rules.append(ND_TYPES)  # without neighbour discovery no IPv6 address is reachable at all
     rules += [_rule_text(r, hook == "input") for r in direction.allow]
     header = f"type filter hook {hook} priority filter; policy {direction.default};"
-    return NftChain(name, header, tuple(dict.fromkeys(rules)))
+    return NftChain(name, header, _rules(rules))
 
 
 def _container_table(topology: Topology, ns: Namespace) -> NftTable | None:

@@ -3,7 +3,17 @@ reading of what `nft list table` prints back into the same NftTable. Pure."""
 
 from __future__ import annotations
 
+import re
+
 from topoctl.core.state import NftChain, NftTable, Scope
+
+_ANONYMOUS_SET = re.compile(r"\{ ([^{}]*) \}")
+
+
+def canonical_rule(rule: str) -> str:
+    """A rule with the elements of each anonymous set sorted: nft prints them in the order of
+    its own key encoding, not as written, so both sides of a comparison are sorted alike."""
+    return _ANONYMOUS_SET.sub(lambda m: "{ " + ", ".join(sorted(m.group(1).split(", "))) + " }", rule)
 
 
 def table_body(table: NftTable) -> str:
@@ -76,7 +86,7 @@ def parse_tables(text: str, scope: Scope) -> list[NftTable]:
         if depth == 2 and not rules and not header and line.startswith("type ") and line.endswith(";"):
             header = line
         else:
-            rules.append(line)
+            rules.append(canonical_rule(line))
     return tables
 
 
