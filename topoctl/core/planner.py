@@ -343,7 +343,7 @@ class _Planner:
         for key, have in sorted(self.live.tables.items(), key=lambda kv: (kv[0][0] or "", *kv[0][1:])):
             if key not in self.desired.tables and have.scope not in self.gone_scopes:
                 self.actions.append(DeleteTable(have))
-                forwards = {scope for (scope, key) in self.desired.sysctl_reasons}
+        forwards = {scope for (scope, _) in self.desired.sysctl_reasons}
         for scope, chains in sorted(self.live.foreign_drops.items(), key=lambda kv: kv[0] or ""):
             if scope in forwards and scope not in self.gone_scopes:
                 why = next(r for (s, _), r in sorted(self.desired.sysctl_reasons.items(), key=lambda kv: kv[0][1])
