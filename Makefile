@@ -11,12 +11,14 @@ TOPOCTL := $(BIN)/topoctl
 
 all: test
 
-# Debian packages the demo and the tests use: ping (iputils-ping), brctl (bridge-utils), ip.
+# Debian packages the demo and the tests use: ping (iputils-ping), brctl (bridge-utils), ip,
+# and nftables (libnftables1, which topoctl loads for NAT, ports and firewalls, and nft).
 sysdeps:
 	@missing=""; \
 	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 	command -v brctl >/dev/null || missing="$$missing bridge-utils"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v nft >/dev/null || missing="$$missing nftables"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \
@@ -42,6 +44,10 @@ bytecode: $(STAMP)
 
 venv: $(STAMP) bytecode
 
+# Fetches a URL (retrying while the demo's server starts) and says what answered.
+# (Python source with \n escapes, run through exec().)
+export DEMO_FETCH := import sys, time, urllib.request\nfor _ in range(50):\n    try:\n        r = urllib.request.urlopen(sys.argv[1], timeout=2); print(sys.argv[1], '->', r.status, r.reason); break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    sys.exit('no answer from ' + sys.argv[1])
+
 # Build the classic docker0 example in an emulated host, show the plan, apply it, prove the
 # containers reach each other and the host reaches them, show the script, destroy it.
 demo: $(STAMP) bytecode sysdeps
@@ -56,6 +62,12 @@ demo: $(STAMP) bytecode sysdeps
 	$(TOPOCTL) exec --emulate $(DEMO) nginx-1 -- ping -c 2 -W 2 172.17.0.3; \
 	echo; echo "== the host itself (namespace docker0-local) pings nginx-1"; \
 	$(TOPOCTL) exec --emulate $(DEMO) local -- ping -c 1 -W 2 172.17.0.2; \
+	echo; echo "== a web server in nginx-1 on port 80 answers on the host's published port 8080"; \
+	$(TOPOCTL) exec --emulate $(DEMO) nginx-1 -- timeout 20 $(PYTHON) -m http.server 80 --bind 0.0.0.0 >/dev/null 2>&1 & \
+	server=$$!; \
+	$(TOPOCTL) exec --emulate $(DEMO) local -- $(PYTHON) -c "exec(\"$$DEMO_FETCH\")" http://127.0.0.1:8080/; \
+	$(TOPOCTL) exec --emulate $(DEMO) nginx-2 -- $(PYTHON) -c "exec(\"$$DEMO_FETCH\")" http://172.17.0.1:8080/; \
+	kill $$server 2>/dev/null; wait $$server 2>/dev/null || true; \
 	echo; echo "== a second apply changes nothing"; $(TOPOCTL) apply --emulate $(DEMO); \
 	echo; echo "== topoctl render $(DEMO)  (the same plan, as a shell script)"; $(TOPOCTL) render $(DEMO); \
 	echo; echo "== topoctl destroy --emulate $(DEMO)"; $(TOPOCTL) destroy --emulate $(DEMO); \
