@@ -100,8 +100,15 @@ def test_one_command_per_step_and_every_step_numbered():
     topology = load_file(ROOT / "topologies/docker0.yaml")
     plan = build_plan(Context(topology, realise(topology, None, False)))
     assert len(steps) == len(plan.actions)
-    commands = [line for line in script.splitlines() if line and not line.startswith("#") and line != "set -eu"]
-    assert all(line.split()[0] in ("ip", "bridge", "sysctl", "brctl", "mkdir", "printf", "rm") for line in commands)
+    commands, in_table = [], False
+    for line in script.splitlines():  # a table's text goes to nft on its standard input
+        if in_table:
+            in_table = line != "TOPOCTL_NFT"
+        elif line and not line.startswith("#") and line != "set -eu":
+            commands.append(line)
+            in_table = line.endswith("<<'TOPOCTL_NFT'")
+    assert all(line.split()[0] in ("ip", "bridge", "sysctl", "brctl", "mkdir", "printf", "rm", "nft") for line in commands)
+    assert any(line.startswith("nft -f - <<") for line in commands)
 
 
 def test_brctl_flavor_uses_brctl_for_bridge_steps():
