@@ -260,3 +260,21 @@ def test_destroy_leaves_no_table_and_no_record(sandbox_factory):
     box.run("destroy")
     assert not __import__("os").path.exists(paths.tables_record_path(box.topology))
     assert not [name for name in ns.list_netns() if box.uid in name]
+
+
+def test_the_rendered_script_builds_the_same_tables(sandbox_factory):
+    from .conftest import normalised
+    from .test_examples import _declared_macs
+
+    data = variant(namespaces__web__firewall=FIREWALL, namespaces__web__ports=["8080:80", "127.0.0.1:53:53/udp"],
+                   bridges__docker0__masquerade=True, bridges__docker0__icc=False)
+    box = sandbox_factory(data)
+    box.apply()
+    applied = normalised(box.show(), _declared_macs(box))
+    assert len(applied["tables"]) == 3
+    box.run("destroy")
+    script = box.run("render").stdout
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert normalised(box.show(), _declared_macs(box)) == applied
+    assert box.plan_exit() == 0
