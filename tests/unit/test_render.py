@@ -107,7 +107,7 @@ def test_one_command_per_step_and_every_step_numbered():
         elif line and not line.startswith("#") and line != "set -eu":
             commands.append(line)
             in_table = line.endswith("<<'TOPOCTL_NFT'")
-    assert all(line.split()[0] in ("ip", "bridge", "sysctl", "brctl", "mkdir", "printf", "rm", "nft") for line in commands)
+    assert all(line.split()[0] in ("ip", "bridge", "sysctl", "brctl", "mkdir", "printf", "rm", "nft", "tc") for line in commands)
     assert any(line.startswith("nft -f - <<") for line in commands)
 
 

@@ -49,6 +49,7 @@ class Readings:
     nsid_of: Callable[[Scope, Scope], int | None] = lambda seen_from, target: None  # asked only on collisions
     nft_tables: dict[tuple[Scope, str, str], NftTable] = field(default_factory=dict)  # topoctl's own, by key
     foreign_drops: dict[Scope, tuple[str, ...]] = field(default_factory=dict)
+    qdiscs: dict[tuple[Scope, str], Any] = field(default_factory=dict)  # Tbf or OTHER_QDISC, by (scope, dev)
 
 
 class _Addresses:
@@ -122,6 +123,7 @@ def assemble(readings: Readings, topology: str) -> State:
     state = State()
     state.tables = dict(readings.nft_tables)
     state.foreign_drops = dict(readings.foreign_drops)
+    state.qdiscs = dict(readings.qdiscs)
     for name in sorted(readings.namespaces):
         owner = readings.namespaces[name]
         state.namespaces[name] = Netns(name=name, owner=owner.topology if owner else None,

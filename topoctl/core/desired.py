@@ -9,7 +9,8 @@ from topoctl.spec.model import Endpoint, Place, Route, Topology, derived_mac, pl
 from topoctl.core.netfilter import add_netfilter
 from topoctl.core.overlay import add_overlays, add_underlay
 from topoctl.core.realisation import Realisation, emulates_underlay
-from topoctl.core.state import (Address, Link, Netns, RouteEntry, Scope, State, interface_order, link_mac,
+from topoctl.spec import rates
+from topoctl.core.state import (Address, Link, Netns, RouteEntry, Scope, State, Tbf, interface_order, link_mac,
                     route_family_default_metric)
 
 LOOPBACK = "lo"
@@ -44,6 +45,13 @@ def _resolve_dev(route: Route, scope: Scope, addresses_by_scope: dict[Scope, lis
         if route.via in address.interface.network:
             return address.link
     return None  # reached through an interface the topology does not manage (the underlay)
+
+
+def desired_tbf(rate: int, burst: int | None, mtu: int) -> Tbf:
+    """The tbf a `rate` (and `burst`) makes, as the kernel will report it (spec.rates)."""
+    wanted = burst if burst is not None else rates.default_burst(rate, mtu)
+    return Tbf(rates.canonical_rate(rate), rates.canonical_burst(rate, wanted), rates.tbf_limit(rate, wanted),
+               requested_burst=wanted)
 
 
 def desired_state(topology: Topology, realisation: Realisation) -> State:
@@ -88,6 +96,8 @@ def desired_state(topology: Topology, realisation: Realisation) -> State:
                 continue
             link = _endpoint_link(topology, realisation, end, peer)
             state.add_link(link)
+            if end.rate is not None:
+                state.qdiscs[link.key] = desired_tbf(end.rate, end.burst, end.mtu)
             state.addresses.update(Address(link.scope, link.name, a) for a in end.addresses)
 
     addresses_by_scope: dict[Scope, list[Address]] = {}

@@ -35,7 +35,7 @@ from topoctl.core.actions import (
     SetSysctl,
 )
 from topoctl.core.actions import sysctl_interface
-from topoctl.core.table_actions import DeleteTable, WriteTable
+from topoctl.core.table_actions import ClearRate, DeleteTable, SetRate, WriteTable
 from topoctl.errors import OwnershipConflict
 from topoctl.core.state import Address, Link, RouteEntry, Scope, State, interface_order, network_order, scope_label
 
@@ -353,6 +353,18 @@ class _Planner:
                     f"it may block what the design forwards ({why}); topoctl leaves other tables alone")
 
 
+    def rates(self) -> None:
+        for (scope, dev), want in sorted(self.desired.qdiscs.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+            have = None if self._is_new(scope, dev) else self.live.qdiscs.get((scope, dev))
+            if have != want:
+                self.actions.append(SetRate(scope, dev, want, have))
+        for (scope, dev), have in sorted(self.live.qdiscs.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+            # only a tbf on our own link is ours to remove; another qdisc is someone else's
+            if ((scope, dev) not in self.desired.qdiscs and not isinstance(have, str) and self._owns_dev(scope, dev)
+                    and not self._dev_goes(scope, dev)):
+                self.actions.append(ClearRate(scope, dev, have))
+
+
 def _address_key(address: Address) -> tuple:
     return (address.scope or "", address.link, *interface_order(address.interface))
 
@@ -380,6 +392,7 @@ def plan(desired: State, live: State, topology: str) -> Plan:
     planner.fdb()
     planner.sysctls()
     planner.tables()
+    planner.rates()
     if planner.conflicts:
         raise OwnershipConflict(
             "; ".join(planner.conflicts),

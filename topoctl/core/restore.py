@@ -31,5 +31,6 @@ def restore_target(before: State, topology: str) -> State:
     target.neighbours = {n for n in before.neighbours if (n.scope, n.dev) in owned}
     target.fdb = {f for f in before.fdb if (f.scope, f.dev) in owned}
     target.sysctls = dict(before.sysctls)
-    target.tables = dict(before.tables)  # only ours are read: each is written back exactly, in one transaction
+    target.tables = dict(before.tables)
+    target.qdiscs = {key: q for key, q in before.qdiscs.items() if key in owned and not isinstance(q, str)}  # only ours are read: each is written back exactly, in one transaction
     return target

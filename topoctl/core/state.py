@@ -205,6 +205,21 @@ class NftTable:
         return (self.scope, self.family, self.name)
 
 
+@dataclass(frozen=True)
+class Tbf:
+    """A tbf root qdisc (a veth end's `rate`) as the kernel reports it: rate in bits per second
+    (a multiple of 8), the bucket in bytes, the queue in bytes. `requested_burst` is the burst
+    written, which the kernel keeps as a time and reports a little rounded."""
+
+    rate: int
+    burst: int
+    limit: int
+    requested_burst: int = field(default=0, compare=False)
+
+
+OTHER_QDISC = "other"  # live only: a root qdisc topoctl did not make (another kind, or other settings)
+
+
 def nft_table_name(topology: str) -> str:
     return "topoctl-" + topology
 
@@ -221,6 +236,7 @@ class State:
     neighbours: set[Neighbour] = field(default_factory=set)
     fdb: set[Fdb] = field(default_factory=set)
     tables: dict[tuple[Scope, str, str], NftTable] = field(default_factory=dict)
+    qdiscs: dict[tuple[Scope, str], "Tbf | str"] = field(default_factory=dict)  # root qdiscs of links with a rate
     # Base chains of other tables whose policy drops forwarded traffic ("ip filter FORWARD").
     foreign_drops: dict[Scope, tuple[str, ...]] = field(default_factory=dict)
     # Why a sysctl is wanted when the file does not say it (forwarding derived from the design).

@@ -1,5 +1,6 @@
-"""Plan actions on topoctl's nftables tables: each writes or deletes one whole table, in one
-nftables transaction, so a table is never left half written."""
+"""Plan actions on topoctl's nftables tables (each writes or deletes one whole table, in one
+nftables transaction, so a table is never left half written) and on the tbf qdiscs of a
+veth end's `rate`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 from topoctl.core.actions import CHANGE, CREATE, DELETE, Action
 from topoctl.core.nft_text import rule_changes
-from topoctl.core.state import NftTable, Scope, scope_label
+from topoctl.core.state import NftTable, Scope, Tbf, scope_label
 
 
 class _OnTable:
@@ -66,3 +67,62 @@ class DeleteTable(_OnTable, Action):
 
     def details(self) -> dict:
         return {"family": self.old.family, "name": self.old.name}
+
+
+def rate_label(tbf: "Tbf | str | None") -> str:
+    if tbf is None:
+        return "none"
+    if isinstance(tbf, str):
+        return "another qdisc"
+    return f"tbf rate {tbf.rate}bit burst {tbf.burst}b limit {tbf.limit}b"
+
+
+@dataclass(frozen=True)
+class SetRate(Action):
+    """`tc qdisc replace dev DEV root tbf ...`: the egress limit of one interface."""
+
+    where: Scope
+    dev: str
+    new: Tbf
+    old: "Tbf | str | None" = None
+    phase = 21  # once the interface exists and is up
+    noun = "rate"
+
+    @property
+    def verb(self) -> str:  # type: ignore[override]
+        return CHANGE if self.old is not None else CREATE
+
+    @property
+    def scope(self) -> Scope:
+        return self.where
+
+    def subject(self) -> str:
+        return f"rate of {self.dev} in {scope_label(self.where)}"
+
+    def details(self) -> dict:
+        out = {"dev": self.dev, "rate": self.new.rate, "burst": self.new.burst, "limit": self.new.limit}
+        if self.old is not None:
+            out["changes"] = [{"attribute": "qdisc", "old": rate_label(self.old), "new": rate_label(self.new)}]
+        return out
+
+
+@dataclass(frozen=True)
+class ClearRate(Action):
+    """`tc qdisc del dev DEV root`: the kernel's default qdisc again."""
+
+    where: Scope
+    dev: str
+    old: Tbf
+    phase = 1
+    verb = DELETE
+    noun = "rate"
+
+    @property
+    def scope(self) -> Scope:
+        return self.where
+
+    def subject(self) -> str:
+        return f"rate of {self.dev} in {scope_label(self.where)}"
+
+    def details(self) -> dict:
+        return {"dev": self.dev, "rate": self.old.rate}

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 from topoctl.kernel import namespaces as ns
 from topoctl.kernel import nft
-from topoctl.core.table_actions import DeleteTable, WriteTable
+from topoctl.core.table_actions import ClearRate, DeleteTable, SetRate, WriteTable
 from topoctl.store import records
 from topoctl.kernel.sockets import Kernel
 from topoctl.kernel.sysctls import set_sysctl, set_sysctls
@@ -364,7 +364,22 @@ _EXECUTORS: dict[type, Callable[[Kernel, Action, str], None]] = {
     DeleteFdb: lambda k, a, t: _fdb_request(k, a.fdb, "del"),
     WriteTable: lambda k, a, t: _write_table(a, t),
     DeleteTable: lambda k, a, t: _delete_table(a, t),
+    SetRate: lambda k, a, t: _set_rate(a, t),
+    ClearRate: lambda k, a, t: _clear_rate(a),
 }
+
+
+def _set_rate(action: SetRate, topology: str) -> None:
+    from topoctl.kernel import tc  # pyroute2's tbf encoding: only where a rate is involved
+
+    records.record_table_scope(topology, action.scope, present=True)  # read back once the file drops it
+    tc.set_tbf(action.scope, action.dev, action.new.rate, action.new.requested_burst)
+
+
+def _clear_rate(action: ClearRate) -> None:
+    from topoctl.kernel import tc
+
+    tc.clear_root_qdisc(action.scope, action.dev)
 
 
 def _write_table(action: WriteTable, topology: str) -> None:

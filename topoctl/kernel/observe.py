@@ -12,7 +12,7 @@ from typing import Iterable
 from topoctl.core.assemble import Owner, Readings, assemble, sysctls_to_read, vxlan_devices
 from topoctl.core.kabi import AF_BRIDGE
 from topoctl.core.state import Scope, State
-from topoctl.core.state import nft_table_name
+from topoctl.core.state import OTHER_QDISC, Tbf, nft_table_name, owner_from_alias
 from topoctl.kernel import namespaces as ns
 from topoctl.kernel import nft
 from topoctl.kernel.sockets import Kernel
@@ -23,16 +23,16 @@ from topoctl.store import records
 def observe(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
             hosts: set[str] | None = None, skim_containers: bool = False,
             half_made_ours: Iterable[str] = (), tables_in: Iterable[Scope] = (),
-            host_scopes: Iterable[Scope] = ()) -> State:
+            host_scopes: Iterable[Scope] = (), rates_on: Iterable[tuple[Scope, str]] = ()) -> State:
     """The live State of `scopes` (namespaces that do not exist are left out), as seen by `topology`."""
     return assemble(read(kernel, topology, scopes, sysctls, hosts, skim_containers, half_made_ours, tables_in,
-                         host_scopes), topology)
+                         host_scopes, rates_on), topology)
 
 
 def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterable[tuple[Scope, str]] = (),
          hosts: set[str] | None = None, skim_containers: bool = False,
          half_made_ours: Iterable[str] = (), tables_in: Iterable[Scope] = (),
-         host_scopes: Iterable[Scope] = ()) -> Readings:
+         host_scopes: Iterable[Scope] = (), rates_on: Iterable[tuple[Scope, str]] = ()) -> Readings:
     """What assemble() needs: the namespaces in view with their records, the tables of each
     (`skim_containers`: our container namespaces are only listed, not read, since a destroy
     deletes them whole), the VXLAN devices' neighbours and FDB entries, the sysctls.
@@ -43,7 +43,9 @@ def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterab
 
     nftables tables are read where the file wants one (`tables_in`), where the topology wrote
     one before, and in its hosts (`host_scopes`, with the other tables' forward policies, for
-    the warnings) when libnftables is there: a container without firewall costs nothing."""
+    the warnings) when libnftables is there: a container without firewall costs nothing.
+    Root qdiscs are read for the links with a `rate` (`rates_on`) and, where the topology wrote
+    a table or a rate before, for its own veths."""
     existing = set(ns.list_netns())
     by_name = records.netns_records()
     recorded = [name for name, r in by_name.items() if r.topology == topology]
@@ -76,8 +78,9 @@ def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterab
         handle = kernel.rtnl(scope)
         neighbours[scope] = (handle.neighbours(), handle.neighbours(AF_BRIDGE))
     nft_tables, foreign_drops = _read_nft(topology, set(tables_in), set(host_scopes), set(live_scopes))
+    qdiscs = _read_qdiscs(topology, set(rates_on), tables)
     return Readings(
-        namespaces=namespaces, tables=tables, nft_tables=nft_tables, foreign_drops=foreign_drops,
+        namespaces=namespaces, tables=tables, nft_tables=nft_tables, foreign_drops=foreign_drops, qdiscs=qdiscs,
         root_routes=records.recorded_root_routes(topology) if None in live_scopes else set(),
         neighbours=neighbours,
         sysctls=kernel.read_sysctls(sysctls_to_read(namespaces, live_scopes, list(sysctls), topology)),
@@ -94,3 +97,27 @@ def _read_nft(topology: str, wanted: set[Scope], hosts: set[Scope], live: set[Sc
     scopes = {s for s in scopes | hosts if s in live}
     ordered = sorted(scopes, key=lambda s: s or "")
     return nft.read(ordered, nft_table_name(topology), hosts)
+
+
+def _read_qdiscs(topology: str, wanted: set[tuple[Scope, str]], tables: dict) -> dict:
+    """The root qdiscs of the links that want a rate, and of this topology's veths where it
+    wrote tables or rates before (so a rate dropped from the file is found and removed)."""
+    wanted = {(scope, dev) for scope, dev in wanted if scope in tables}
+    for scope in records.table_scopes(topology):
+        if scope in tables:
+            wanted.update((scope, msg.name) for msg in tables[scope][0]
+                          if msg.kind == "veth" and owner_from_alias(msg.alias) == topology)
+    if not wanted:
+        return {}
+    from topoctl.kernel import tc  # imports pyroute2's tbf encoding: only where a rate is involved
+
+    by_scope: dict[Scope, list[str]] = {}
+    for scope, dev in sorted(wanted, key=lambda k: (k[0] or "", k[1])):
+        by_scope.setdefault(scope, []).append(dev)
+    found = {}
+    for key, qdisc in tc.read_tbf(by_scope).items():
+        if isinstance(qdisc, tc.Tbf):
+            found[key] = Tbf(qdisc.rate, qdisc.burst, qdisc.limit, requested_burst=qdisc.burst)  # a rollback writes it back
+        elif qdisc is not None:
+            found[key] = OTHER_QDISC
+    return found

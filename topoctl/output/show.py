@@ -158,6 +158,9 @@ def _owned_view(state: State, topology: str) -> dict:
                    if r.owner == topology],
         "sysctls": [{"netns": scope, "key": key, "value": value}
                     for (scope, key), value in sorted(state.sysctls.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))],
+        "rates": [{"netns": scope, "dev": dev, "rate": q.rate, "burst": q.burst, "limit": q.limit}
+                  for (scope, dev), q in sorted(state.qdiscs.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
+                  if not isinstance(q, str) and (scope, dev) in link_keys],
         "tables": [{"netns": t.scope, "family": t.family, "name": t.name,
                     "chains": [{"name": c.name, "header": c.header, "rules": list(c.rules)} for c in t.chains]}
                    for t in sorted(state.tables.values(), key=lambda t: (t.scope or "", t.family, t.name))],

@@ -31,7 +31,7 @@ class Context(Deployment):
         live = observe(kernel, self.topology.name, self.desired.scopes, self.desired.sysctls.keys(),
                        hosts=set(r.hosts) if r.partial else None, skim_containers=destroy, half_made_ours=begun,
                        tables_in={t.scope for t in self.desired.tables.values()} if not destroy else (),
-                       host_scopes=hosts)
+                       host_scopes=hosts, rates_on=self.desired.qdiscs.keys() if not destroy else ())
         shared = self.shared_scope()
         if shared is None:
             return live, False

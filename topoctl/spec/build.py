@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from topoctl.errors import Diagnostic
+from topoctl.spec import rates
 from topoctl.spec.build_netfilter import firewall, published_ports
 from topoctl.spec.model import (
     DEFAULT_MTU,
@@ -152,6 +153,35 @@ def _check_ifname(name: str, path: tuple, problems: _Problems, key: bool = False
         problems.add(path, f"interface name {name!r} may not contain '/', ':' or whitespace", key=key)
 
 
+def _rate(data: dict, path: tuple, problems: _Problems) -> tuple[int | None, int | None]:
+    """A veth end's `rate` (bits/s) and `burst` (bytes), read as tc reads them, and refused where
+    the kernel's tbf cannot keep them or would drop full-size frames."""
+    if "burst" in data and "rate" not in data:
+        problems.add(path + ("burst",), "a burst without a rate limits nothing", "add rate: (e.g. 10mbit)", key=True)
+        return None, None
+    if "rate" not in data:
+        return None, None
+    try:
+        rate = rates.parse_rate(data["rate"])
+    except ValueError as err:
+        problems.add(path + ("rate",), f"rate {data['rate']!r}: {err}", "write it as tc does, such as 10mbit or 500kbit")
+        return None, None
+    burst = None
+    if "burst" in data:
+        try:
+            burst = rates.parse_size(data["burst"])
+        except ValueError as err:
+            problems.add(path + ("burst",), f"burst {data['burst']!r}: {err}", "write it as tc does, such as 32kb")
+            return None, None
+    mtu = data.get("mtu", DEFAULT_MTU)
+    reason = rates.expressible(rate, burst if burst is not None else rates.default_burst(rate, mtu), mtu)
+    if reason is not None:
+        problems.add(path + (("burst",) if burst is not None else ("rate",)), f"the kernel cannot keep this rate: {reason}",
+                     "change the rate or the burst")
+        return None, None
+    return rate, burst
+
+
 def _host_of(data: dict, path: tuple, hosts: tuple[str, ...], problems: _Problems, what: str) -> str:
     if "host" in data:
         host = data["host"]
@@ -235,8 +265,9 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
             _check_ifname(end_data["name"], end_path + ("name",), problems)
             addresses = tuple(a for k, text in enumerate(end_data.get("addresses", []))
                               if (a := _interface(text, end_path + ("addresses", k), problems)) is not None)
+            rate, burst = _rate(end_data, end_path, problems)
             ends.append(Endpoint(
-                name=end_data["name"],
+                name=end_data["name"], rate=rate, burst=burst,
                 namespace=end_data.get("namespace"),
                 bridge=end_data.get("bridge"),
                 host=end_data.get("host"),
