@@ -158,3 +158,21 @@ def test_a_foreign_forward_drop_policy_is_a_warning_where_the_host_forwards():
     assert "ip filter FORWARD" in warning and "bridge docker0 masquerade" in warning
     live.foreign_drops = {"elsewhere": ("ip filter FORWARD",)}
     assert not plan(ctx.desired, live, "t").warnings
+
+
+@pytest.mark.parametrize("keys, words", [
+    ("rate: 10mbps2", "a rate is a number and a unit"),
+    ("rate: 1kbit, burst: 64kb", "lasts"),
+    ("rate: 10mbit, burst: 1000", "less than one full frame"),
+    ("burst: 32kb", "a burst without a rate"),
+])
+def test_a_rate_the_kernel_cannot_keep_is_refused_at_the_key(keys, words):
+    text = BASE.replace("{bridge: docker0, name: veth-web}", "{bridge: docker0, name: veth-web, %s}" % keys) % ("", "")
+    ((line, _, message, hint),) = problems(text)
+    assert line == 13 and words in message, message
+
+
+def test_a_rate_becomes_the_tbf_the_kernel_will_report():
+    text = BASE.replace("{bridge: docker0, name: veth-web}", "{bridge: docker0, name: veth-web, rate: 10mbit}") % ("", "")
+    (tbf,) = deployment(text).desired.qdiscs.values()
+    assert (tbf.rate, tbf.burst, tbf.limit, tbf.requested_burst) == (10_000_000, 12_500, 75_000, 12_500)
