@@ -75,6 +75,14 @@ LockTimeoutOpt = typer.Option(30.0, "--lock-timeout", min=0,
                               help="Seconds to wait for another apply or destroy of the same host.")
 
 
+def _warn_about(topology) -> None:
+    """A file's warnings (valid, probably not meant), on stderr, in the errors' form."""
+    for d in topology.warnings:
+        err.print(f"[bold]{_esc(d.location())}:[/bold] [yellow]warning:[/yellow] {_esc(d.message)}")
+        if d.hint:
+            err.print(f"  [dim]hint: {_esc(d.hint)}[/dim]")
+
+
 def _fail(error: TopoctlError, output: Output = Output.text, exit_code: Optional[int] = None) -> None:
     if isinstance(error, InvalidTopology):
         if output == Output.json:
@@ -126,6 +134,7 @@ def _deployment(file: str, host: Optional[str], emulate: bool):
     from topoctl.spec.loader import load_file
 
     topology = load_file(file)
+    _warn_about(topology)
 
     def machine_addresses() -> set:  # only for a multi-host file without --host or --emulate
         from topoctl.kernel.reads import local_addresses
@@ -168,10 +177,12 @@ def validate(files: List[str] = typer.Argument(..., metavar="FILE...", help="Top
 
     def body() -> int:
         from topoctl.spec.loader import load_file
-        problems = []
+        problems, warnings = [], []
         for file in files:
             try:
-                load_file(file)
+                topology = load_file(file)
+                warnings.extend(topology.warnings)
+                _warn_about(topology)
                 if output == Output.text:
                     out.print(f"{_esc(file)}: [green]valid[/green]")
             except InvalidTopology as invalid:
@@ -179,7 +190,7 @@ def validate(files: List[str] = typer.Argument(..., metavar="FILE...", help="Top
         if problems:
             raise InvalidTopology(problems)
         if output == Output.json:
-            print(json.dumps({"valid": True, "problems": []}, indent=2))
+            print(json.dumps({"valid": True, "problems": [], "warnings": [w.as_dict() for w in warnings]}, indent=2))
         return 0
 
     _guard(body, output)

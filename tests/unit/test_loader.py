@@ -361,7 +361,7 @@ def test_json_output_lists_problems_when_invalid(tmp_path: Path) -> None:
 def test_json_output_when_valid() -> None:
     result, stdout, _ = cli_validate("-o", "json", *map(str, EXAMPLES))
     assert result.exit_code == 0
-    assert json.loads(stdout) == {"valid": True, "problems": []}
+    assert json.loads(stdout) == {"valid": True, "problems": [], "warnings": []}
 
 
 DEEP_5000 = HEAD + "links: " + "[" * 5000 + "]" * 5000 + "\n"  # deeper than the composer's recursion

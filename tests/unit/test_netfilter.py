@@ -176,3 +176,25 @@ def test_a_rate_becomes_the_tbf_the_kernel_will_report():
     text = BASE.replace("{bridge: docker0, name: veth-web}", "{bridge: docker0, name: veth-web, rate: 10mbit}") % ("", "")
     (tbf,) = deployment(text).desired.qdiscs.values()
     assert (tbf.rate, tbf.burst, tbf.limit, tbf.requested_burst) == (10_000_000, 12_500, 75_000, 12_500)
+
+
+VXLAN = (HEAD + "hosts:\n  n1: {address: 10.168.0.2/24}\n  n2: {address: 10.168.0.3/24, mtu: 9000}\n"
+         "overlays:\n  - {name: fl, type: vxlan, subnets: {n1: 10.244.1.0/24, n2: 10.244.2.0/24}}\n"
+         "bridges:\n  c1: {host: n1, name: cni0, addresses: [10.244.1.1/24]}\n"
+         "  c2: {host: n2, name: cni0, addresses: [10.244.2.1/24], mtu: 9000}\n"
+         "namespaces:\n  a: {host: n1}\n  b: {host: n2}\n"
+         "links:\n  - type: veth\n    endpoints:\n      - {namespace: a, name: eth0, addresses: [10.244.1.2/24], mtu: 1500}\n"
+         "      - {bridge: c1, name: veth-a}\n  - type: veth\n    endpoints:\n"
+         "      - {namespace: b, name: eth0, addresses: [10.244.2.2/24]}\n      - {bridge: c2, name: veth-b}\n")
+
+
+def test_what_carries_overlay_traffic_gets_the_overlays_mtu_and_a_larger_one_is_a_warning():
+    topology = load_text(VXLAN, "t.yaml")
+    mtus = {(end.name, end.namespace or end.bridge): end.mtu for link in topology.links for end in (link.a, link.b)}
+    assert mtus == {("eth0", "a"): 1500, ("veth-a", "c1"): 1450, ("eth0", "b"): 8950, ("veth-b", "c2"): 8950}
+    assert [b.mtu for b in topology.bridges] == [1450, 9000]
+    warnings = [(w.line, w.message) for w in topology.warnings]
+    assert warnings == [
+        (11, "bridge cni0: mtu 9000 is larger than the 8950 overlay fl carries on host n2"),
+        (18, "veth end eth0: mtu 1500 is larger than the 1450 overlay fl carries on host n1"),
+    ]

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import replace
 from typing import Any
 
 from topoctl.errors import Diagnostic
 from topoctl.spec import rates
 from topoctl.spec.build_netfilter import firewall, published_ports
+from topoctl.spec.overlay_mtu import apply_overlay_mtu
 from topoctl.spec.model import (
     DEFAULT_MTU,
     IMPLICIT_HOST,
@@ -39,12 +41,18 @@ class _Problems:
         self.file = file
         self.marks = marks
         self.found: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
         # Paths of values found invalid (an address, a host:, a subnet): the checks skip what
         # depends on them, so a follow-on error never hides its cause.
         self.flawed: set[tuple] = set()
 
     def add(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
         self._add(path, message, hint, key, rank=0)
+
+    def warn(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
+        """Valid, but probably not what was meant: reported, and the file is used."""
+        line, col = self.marks.at(path, key=key)
+        self.warnings.append(Diagnostic(self.file, line, col, message, hint, rank=1))
 
     def add_between(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
         """A problem between objects (a semantic check): listed after those of single values."""
@@ -313,8 +321,13 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         name=name, hosts=tuple(hosts), bridges=tuple(bridges), namespaces=tuple(namespaces),
         links=tuple(links), routes=tuple(routes), overlays=tuple(overlays), source=file,
     )
+    explicit = {("bridges", key) for key, b in (data.get("bridges") or {}).items() if b and "mtu" in b}
+    explicit |= {("links", i, "endpoints", j) for i, link in enumerate(data.get("links") or [])
+                 for j, end in enumerate(link["endpoints"]) if "mtu" in end}
+    if not problems.found:  # an overlay's MTU needs valid hosts and subnets
+        topology = apply_overlay_mtu(topology, explicit, problems.warn)
     from topoctl.spec.checks import check_topology
 
     check_topology(topology, problems.add_between, problems.flawed)
-    return topology, problems.found
+    return replace(topology, warnings=tuple(problems.warnings)), problems.found
 

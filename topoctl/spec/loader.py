@@ -169,7 +169,8 @@ def load_file(path: str | FsPath) -> Topology:
         raise InvalidTopology([Diagnostic(file, 1, 1, "the file contains NUL bytes; it is not a YAML text file")])
     cached = compiled.lookup(raw)
     if cached is not None:
-        return dataclasses.replace(cached, source=file)
+        return dataclasses.replace(cached, source=file,
+                                   warnings=tuple(dataclasses.replace(w, file=file) for w in cached.warnings))
     topology = load_text(text, file)
     compiled.store(raw, topology)
     return topology

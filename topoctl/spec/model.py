@@ -197,6 +197,7 @@ class Topology:
     routes: tuple[HostRoute, ...] = ()
     overlays: tuple[Overlay, ...] = ()
     source: str = field(default="<memory>", compare=False)
+    warnings: tuple = field(default=(), compare=False)  # Diagnostics of what is probably wrong but valid
 
     def host_names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hosts)
