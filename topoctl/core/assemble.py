@@ -49,6 +49,7 @@ class Readings:
     nsid_of: Callable[[Scope, Scope], int | None] = lambda seen_from, target: None  # asked only on collisions
     nft_tables: dict[tuple[Scope, str, str], NftTable] = field(default_factory=dict)  # topoctl's own, by key
     foreign_drops: dict[Scope, tuple[str, ...]] = field(default_factory=dict)
+    foreign_tables: dict[Scope, tuple[str, ...]] = field(default_factory=dict)  # other tables, in hosts
     qdiscs: dict[tuple[Scope, str], Any] = field(default_factory=dict)  # Tbf or OTHER_QDISC, by (scope, dev)
 
 
@@ -123,6 +124,7 @@ def assemble(readings: Readings, topology: str) -> State:
     state = State()
     state.tables = dict(readings.nft_tables)
     state.foreign_drops = dict(readings.foreign_drops)
+    state.foreign_tables = dict(readings.foreign_tables)
     state.qdiscs = dict(readings.qdiscs)
     for name in sorted(readings.namespaces):
         owner = readings.namespaces[name]

@@ -110,10 +110,13 @@ class _Planner:
                 # for a machine or a network that others may have put things into.
                 foreign = sorted(link.name for link in self.live.links_in(name)
                                  if link.kind != "loopback" and not self.owns_link(link)) if have.role != "container" else []
-                if foreign:
-                    # Deleting the namespace would take interfaces we did not make with it.
-                    self.notes.append(f"keeping namespace {name}: it holds interfaces topoctl did not create "
-                                      f"({', '.join(foreign)}); only topoctl's own objects in it are removed")
+                tables = list(self.live.foreign_tables.get(name, ())) if have.role != "container" else []
+                if foreign or tables:
+                    # Deleting the namespace would take interfaces or tables we did not make with it.
+                    held = ([f"interfaces topoctl did not create ({', '.join(foreign)})"] if foreign else []) + \
+                        ([f"nftables tables that are not topoctl's ({', '.join(tables)})"] if tables else [])
+                    self.notes.append(f"keeping namespace {name}: it holds {' and '.join(held)}; only topoctl's "
+                                      "own objects in it are removed")
                     continue
                 self.actions.append(DeleteNamespace(have))
                 self.gone_scopes.add(name)

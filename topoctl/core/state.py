@@ -239,6 +239,7 @@ class State:
     qdiscs: dict[tuple[Scope, str], "Tbf | str"] = field(default_factory=dict)  # root qdiscs of links with a rate
     # Base chains of other tables whose policy drops forwarded traffic ("ip filter FORWARD").
     foreign_drops: dict[Scope, tuple[str, ...]] = field(default_factory=dict)
+    foreign_tables: dict[Scope, tuple[str, ...]] = field(default_factory=dict)  # "family name" of others' tables
     # Why a sysctl is wanted when the file does not say it (forwarding derived from the design).
     sysctl_reasons: dict[tuple[Scope, str], str] = field(default_factory=dict)
     # The scopes this state speaks for: the planner only deletes what it saw in them.

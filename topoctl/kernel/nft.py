@@ -104,23 +104,26 @@ def _refused(what: str, scope: Scope, err: NftError) -> KernelError:
                        "nft_ct); `nft -f` of the rendered script shows the same error")
 
 
-def _foreign_drops(chains_text: str, ours: str) -> tuple[str, ...]:
-    """Base chains of other tables on the forward hook whose policy is drop."""
-    found = []
+def _foreign(chains_text: str, ours: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The other tables ("ip filter"), and their base chains on the forward hook whose policy
+    is drop ("ip filter FORWARD")."""
+    tables, drops = [], []
     for table in parse_tables(chains_text, None):
         if table.name == ours:
             continue
+        tables.append(f"{table.family} {table.name}")
         for chain in table.chains:
             if " hook forward " in f" {chain.header} " and "policy drop;" in chain.header:
-                found.append(f"{table.family} {table.name} {chain.name}")
-    return tuple(found)
+                drops.append(f"{table.family} {table.name} {chain.name}")
+    return tuple(tables), tuple(drops)
 
 
 def read(scopes: list[Scope], name: str, foreign_in: set[Scope]) -> tuple[dict[tuple, NftTable], dict[Scope, tuple]]:
-    """topoctl's tables called `name` in each scope, and (in `foreign_in`) the other tables'
-    forward chains that drop by policy. Scopes that do not exist are left out."""
+    """topoctl's tables called `name` in each scope, and, in `foreign_in`, the other tables:
+    {scope: (their names, their forward chains that drop by policy)}. Scopes that do not
+    exist are left out."""
     tables: dict[tuple, NftTable] = {}
-    drops: dict[Scope, tuple] = {}
+    foreign: dict[Scope, tuple] = {}
 
     def read_here(scope: Scope) -> tuple[list[NftTable], tuple]:
         listed = _run_here("list tables")
@@ -129,7 +132,7 @@ def read(scopes: list[Scope], name: str, foreign_in: set[Scope]) -> tuple[dict[t
         found = []
         for family in families:
             found += parse_tables(_run_here(f"list table {family} {name}"), scope)
-        return found, _foreign_drops(_run_here("list chains"), name) if scope in foreign_in else ()
+        return found, _foreign(_run_here("list chains"), name) if scope in foreign_in else ((), ())
 
     def guarded(scope: Scope):
         try:
@@ -143,12 +146,12 @@ def read(scopes: list[Scope], name: str, foreign_in: set[Scope]) -> tuple[dict[t
     results, error = ns.run_each_in_order(steps)
     if error is not None:
         raise error
-    for (scope, _), (found, foreign) in zip(steps, results):
+    for (scope, _), (found, others) in zip(steps, results):
         for table in found:
             tables[table.key] = table
-        if foreign:
-            drops[scope] = foreign
-    return tables, drops
+        if others[0]:
+            foreign[scope] = others
+    return tables, foreign
 
 
 def write_table(table: NftTable) -> None:

@@ -77,10 +77,12 @@ def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterab
     for scope in sorted({scope for scope, _ in vxlan_devices(tables, topology)}, key=lambda s: s or ""):
         handle = kernel.rtnl(scope)
         neighbours[scope] = (handle.neighbours(), handle.neighbours(AF_BRIDGE))
-    nft_tables, foreign_drops = _read_nft(topology, set(tables_in), set(host_scopes), set(live_scopes))
+    nft_tables, foreign = _read_nft(topology, set(tables_in), set(host_scopes), set(live_scopes))
     qdiscs = _read_qdiscs(topology, set(rates_on), tables)
     return Readings(
-        namespaces=namespaces, tables=tables, nft_tables=nft_tables, foreign_drops=foreign_drops, qdiscs=qdiscs,
+        namespaces=namespaces, tables=tables, nft_tables=nft_tables,
+        foreign_tables={scope: names for scope, (names, _) in foreign.items()},
+        foreign_drops={scope: drops for scope, (_, drops) in foreign.items() if drops}, qdiscs=qdiscs,
         root_routes=records.recorded_root_routes(topology) if None in live_scopes else set(),
         neighbours=neighbours,
         sysctls=kernel.read_sysctls(sysctls_to_read(namespaces, live_scopes, list(sysctls), topology)),
