@@ -93,7 +93,7 @@ def test_captured_dump():
     found = tc.root_qdiscs(handle_)
     assert found == {
         2: tc.tbf_for(10**11, 32768, 50),  # 100gbit: TCA_TBF_RATE64, a bucket of 40 ticks (32000 bytes)
-        3: tc.OtherQdisc("tbf", 0x82710000, "with a peak rate"),
+        3: tc.OtherQdisc("tbf", 0x82710000, "with a peak rate (or its mtu)"),
         4: tc.tbf_for(10**6, 10240, 50),
     }
     assert found[2] == tc.Tbf(10**11, 32000, 625_032_768)

@@ -137,7 +137,7 @@ def _decode_tbf(payload: bytes, handle: int) -> Tbf | OtherQdisc:
         if value is not None and not isinstance(value, int):
             raise Malformed(f"a tbf's {name} is not a 64-bit number")
     if parms["peak"] or prate64 or parms["mtu"]:
-        return OtherQdisc("tbf", handle, "with a peak rate")
+        return OtherQdisc("tbf", handle, "with a peak rate (or its mtu)")
     if parms["rate___reserved"] != TC_LINKLAYER_ETHERNET or parms["rate_overhead"] or parms["rate_mpu"]:
         return OtherQdisc("tbf", handle, "with a link layer, overhead or mpu of its own")
     rate_bps = (rate64 if rate64 is not None else parms["rate"]) * 8
