@@ -209,6 +209,27 @@ def test_tc_reads_the_text_as_parse_rate_and_parse_size_do(pair, rate_text, burs
     assert pair.read() == tc.tbf_for(rate, burst, 50)
 
 
+def test_tc_reads_fractional_rates_as_parse_rate_does(pair):
+    """tc computes in doubles, parse_rate() exactly: on seeded random texts with fractions and
+    exponents, the kernel's rate after tc is canonical_rate(parse_rate(text))."""
+    rnd = random.Random(5)
+    units = ["bit", "kbit", "mbit", "gbit", "kibit", "mibit", "bps", "kbps", "mbps", "kibps"]
+    compared = 0
+    while compared < 60:
+        text = f"{rnd.randint(0, 999)}.{rnd.randint(0, 99999):0{rnd.randint(1, 5)}d}"
+        if rnd.random() < 0.2:
+            text += f"e{rnd.randint(-3, 3)}"
+        text += rnd.choice(units)
+        rate = rates.parse_rate(text)
+        burst = rates.default_burst(rate)
+        if rate // 8 > 2**40 or rates.expressible(rate, burst) is not None:
+            continue
+        pair.tc("qdisc", "replace", "dev", pair.end_a, "root", "tbf", "rate", text, "burst", str(burst),
+                "latency", "50ms")
+        assert pair.read() == tc.tbf_for(rate, burst), text
+        compared += 1
+
+
 @pytest.mark.parametrize("limit_text", ["1.5mb", "100000", "64kb", "3m", "1mbit"])
 def test_tc_reads_a_limit_as_parse_size_does(pair, limit_text):
     pair.tc("qdisc", "replace", "dev", pair.end_a, "root", "tbf", "rate", "1mbit", "burst", "10kb",

@@ -100,7 +100,7 @@ def test_parse_size_examples(text, size):
     ("nan", "expected a number"),
     ("1e400mbit", "out of range"),
     ("1" * 80, "too long"),
-    (True, "expected a number"),
+    (True, "expected text"),
     (-5, "negative"),
     (1.5, "expected text"),
     (None, "expected text"),

@@ -130,11 +130,14 @@ def _decode_tbf(payload: bytes, handle: int) -> Tbf | OtherQdisc:
         prate64 = options.get_attr("TCA_TBF_PRATE64")
     except Exception as err:  # noqa: BLE001 - pyroute2's decoder: whatever it raises, nothing is trusted
         raise Malformed(f"a tbf's options could not be decoded ({type(err).__name__}: {err})") from None
-    # pyroute2 hands over the raw bytes of a TCA_TBF_PARMS too short for its struct: refused here
+    # pyroute2 decodes leniently: an attribute of the wrong size comes back as its raw bytes
     if getattr(parms, "length", None) != _NLA.size + _QOPT_SIZE:
         raise Malformed("a tbf without its parameters (TCA_TBF_PARMS of 36 bytes)")
-    if parms["peak"] or prate64:
-        return OtherQdisc("tbf", handle, "with a peak rate")
+    for name, value in (("TCA_TBF_RATE64", rate64), ("TCA_TBF_PRATE64", prate64)):
+        if value is not None and not isinstance(value, int):
+            raise Malformed(f"a tbf's {name} is not a 64-bit number")
+    if parms["peak"] or prate64 or parms["mtu"]:
+        return OtherQdisc("tbf", handle, "with a peak rate (or its mtu)")
     if parms["rate___reserved"] != TC_LINKLAYER_ETHERNET or parms["rate_overhead"] or parms["rate_mpu"]:
         return OtherQdisc("tbf", handle, "with a link layer, overhead or mpu of its own")
     rate_bps = (rate64 if rate64 is not None else parms["rate"]) * 8

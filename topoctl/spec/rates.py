@@ -34,7 +34,6 @@ TCA_TBF_BURST):
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 U32 = 2**32 - 1
 U64 = 2**64 - 1
@@ -56,59 +55,59 @@ _RATE_UNITS = {
 _SIZE_UNITS = {
     "": 1, "b": 1,
     "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30,
-    "kbit": Fraction(2**10, 8), "mbit": Fraction(2**20, 8), "gbit": Fraction(2**30, 8),
+    "kbit": 2**10 // 8, "mbit": 2**20 // 8, "gbit": 2**30 // 8,  # whole bytes, all three
 }
 # strtod()'s decimal form; the exponent is bounded so that no text can make a huge integer
-_NUMBER = re.compile(r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?)(?P<unit>[A-Za-z]*)")
+_NUMBER = re.compile(r"(?P<whole>\d*)(?:\.(?P<fraction>\d*))?(?:[eE](?P<exp>[+-]?\d+))?(?P<unit>[A-Za-z]*)")
 _MAX_TEXT = 64
 _MAX_EXP = 30
 
 
-def _number_and_unit(text: object, what: str, units: dict) -> tuple[Fraction, object]:
-    if isinstance(text, bool):
-        raise ValueError(f"{what} {text!r}: expected a number with a unit, such as "
-                         f"{'10mbit' if what == 'rate' else '32kb'}")
+def _scaled(text: object, what: str, units: dict) -> int:
+    """The number in `text` times its unit's scale, rounded down: exact, in integers (the
+    number is digits times a power of ten; fractions would cost their import at start-up)."""
+    example = "10mbit, 1gbit, 500kbit" if what == "rate" else "32kb, 1514b, 1mb"
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"{what} {text!r}: expected text such as {example}")
     if isinstance(text, int):
         if text < 0:
             raise ValueError(f"{what} {text}: must not be negative")
-        return Fraction(text), 1
-    if not isinstance(text, str):
-        raise ValueError(f"{what} {text!r}: expected text such as {'10mbit' if what == 'rate' else '32kb'}")
-    example = "10mbit, 1gbit, 500kbit" if what == "rate" else "32kb, 1514b, 1mb"
+        return text  # a bare number: bits per second, or bytes
     if len(text) > _MAX_TEXT:
         raise ValueError(f"{what} {text[:_MAX_TEXT]!r}...: too long")
     match = _NUMBER.fullmatch(text)
-    if match is None:
+    if match is None or not (match.group("whole") or match.group("fraction")):
         hint = ""
         if "%" in text:
             hint = " (a share of the link speed is not supported: give a rate)"
         elif "/" in text and what == "burst":
             hint = " (tc's SIZE/CELL form is not supported: give the size alone)"
         raise ValueError(f"{what} {text!r}: expected a number and a unit, such as {example}{hint}")
-    exp = match.group("exp")
-    if exp is not None and abs(int(exp)) > _MAX_EXP:
+    exp = int(match.group("exp") or 0)
+    if abs(exp) > _MAX_EXP:
         raise ValueError(f"{what} {text!r}: the number is out of range")
     unit = match.group("unit").lower()
     if unit not in units:
         known = ", ".join(u for u in units if u)
         raise ValueError(f"{what} {text!r}: unknown unit {match.group('unit')!r} (known: {known})")
-    return Fraction(match.group("number")), units[unit]
+    fraction = match.group("fraction") or ""
+    digits = int((match.group("whole") or "") + fraction or "0") * units[unit]
+    exp -= len(fraction)
+    return digits * 10**exp if exp >= 0 else digits // 10**-exp  # rounded down, as tc truncates
 
 
 def parse_rate(text: str | int) -> int:
     """Bits per second from a rate as tc reads it ("10mbit", "1.5gbit", "100kbps" = 800 kbit/s;
     a bare number, or an int from YAML, is bits per second), fractions of a bit dropped.
     ValueError, with the reason, for anything else. 0 parses; expressible() refuses it."""
-    number, scale = _number_and_unit(text, "rate", _RATE_UNITS)
-    return int(number * scale)  # int() of a non-negative Fraction rounds down, as tc truncates
+    return _scaled(text, "rate", _RATE_UNITS)
 
 
 def parse_size(text: str | int) -> int:
     """Bytes from a size as tc's get_size() reads it ("32kb" = 32768, "1514", "1mbit" = 131072;
     a bare number, or an int from YAML, is bytes), fractions of a byte dropped. ValueError for
     anything else."""
-    number, scale = _number_and_unit(text, "burst", _SIZE_UNITS)
-    return int(number * scale)
+    return _scaled(text, "burst", _SIZE_UNITS)
 
 
 def format_rate(rate_bps: int) -> str:
