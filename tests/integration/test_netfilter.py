@@ -278,3 +278,39 @@ def test_the_rendered_script_builds_the_same_tables(sandbox_factory):
     assert ran.returncode == 0, ran.stderr
     assert normalised(box.show(), _declared_macs(box)) == applied
     assert box.plan_exit() == 0
+
+
+FOREIGN = """table ip docker-bridges {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "docker9" accept
+	}
+}
+table ip filter {
+	chain FORWARD {
+		type filter hook forward priority filter; policy drop;
+	}
+}
+"""
+
+
+def test_foreign_tables_are_never_touched_and_a_drop_policy_is_a_warning(sandbox_factory):
+    box = sandbox_factory(variant(bridges__docker0__masquerade=True, namespaces__web__ports=["8080:80"]))
+    box.apply()
+    node1 = box.host("node1")
+    subprocess.run(["ip", "netns", "exec", node1, "nft", "-f", "-"], input=FOREIGN, text=True, check=True)
+    foreign = {t: nft_text(node1, "ip", t) for t in ("docker-bridges", "filter")}
+    assert all(foreign.values())
+    plan = box.plan()
+    (warning,) = plan["warnings"]
+    assert "ip filter FORWARD" in warning and "docker-bridges" not in warning
+    assert "warning:" in box.run("plan").stdout
+    assert box.ping(box.ns("client"), "172.17.0.1")  # the host itself still answers
+    box.write(variant(bridges__docker0__masquerade=True, namespaces__web__ports=["8081:80"], bridges__docker0__icc=False))
+    box.apply()
+    assert {t: nft_text(node1, "ip", t) for t in ("docker-bridges", "filter")} == foreign
+    result = box.run("destroy")
+    assert "keeping namespace" in result.stdout and "ip filter" in result.stdout
+    assert {t: nft_text(node1, "ip", t) for t in ("docker-bridges", "filter")} == foreign
+    assert nft_text(node1, "inet", f"topoctl-{box.topology}") == ""  # ours went, theirs stayed
+    subprocess.run(["ip", "netns", "del", node1], check=True)  # the test's own tables go with it

@@ -198,3 +198,16 @@ def test_what_carries_overlay_traffic_gets_the_overlays_mtu_and_a_larger_one_is_
         (11, "bridge cni0: mtu 9000 is larger than the 8950 overlay fl carries on host n2"),
         (18, "veth end eth0: mtu 1500 is larger than the 1450 overlay fl carries on host n1"),
     ]
+
+
+def test_without_libnftables_the_error_names_the_package(monkeypatch):
+    from topoctl.errors import KernelError
+    from topoctl.kernel import nft
+
+    monkeypatch.setattr(nft, "LIBRARY", "libnftables-missing.so.9")
+    monkeypatch.setattr(nft, "_lib", None)
+    monkeypatch.setattr(nft, "_missing", None)
+    with pytest.raises(KernelError) as caught:
+        nft._library()
+    assert "nftables is not available" in caught.value.message and "apt-get install nftables" in caught.value.hint
+    assert not nft.available()
