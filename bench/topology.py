@@ -18,10 +18,13 @@ class BenchTopology:
     # False: IPv6 off in every namespace before its interfaces exist (sysctl default.disable_ipv6),
     # which removes the kernel's per-interface IPv6 autoconfiguration traffic (docs/performance.md)
     ipv6: bool = True
+    # True: the bridge masquerades and each container publishes one port (20000 + i -> 80),
+    # the issue-13 variant whose cost is compared with the plain topology
+    netfilter: bool = False
 
     @property
     def name(self) -> str:
-        return f"bench{self.n}-{self.tag}"
+        return f"bench{self.n}{'nf' if self.netfilter else ''}-{self.tag}"
 
     @property
     def host_ns(self) -> str:
@@ -45,8 +48,9 @@ class BenchTopology:
         return {
             "apiVersion": "topoctl/v1", "kind": "Topology", "name": self.name,
             **({"hosts": {"local": off}} if off else {}),
-            "bridges": {"br0": {"addresses": [str(self.gateway)]}},
-            "namespaces": {self.container(i): {"routes": [{"to": "default", "via": str(self.gateway.ip)}], **off}
+            "bridges": {"br0": {"addresses": [str(self.gateway)], **({"masquerade": True} if self.netfilter else {})}},
+            "namespaces": {self.container(i): {"routes": [{"to": "default", "via": str(self.gateway.ip)}], **off,
+                                               **({"ports": [f"{20000 + i}:80"]} if self.netfilter else {})}
                            for i in range(self.n)},
             "links": [{"type": "veth", "endpoints": [
                 {"namespace": self.container(i), "name": "eth0", "addresses": [str(self.address(i))]},

@@ -54,3 +54,13 @@ def cache_dir() -> str:
 def tables_record_path(topology: str) -> str:
     """Where the namespaces holding a topology's nftables tables are listed."""
     return state_path("tables", f"{topology}.json")
+
+
+def derived_sysctls_dir() -> str:
+    return state_path("sysctls")
+
+
+def derived_sysctls_path(scope: str | None) -> str:
+    """Forwarding keys topoctl turned on in a namespace that may outlive its topologies (the
+    root one, an emulated host): the value before, and which topologies need it."""
+    return state_path("sysctls", ("_root" if scope is None else scope) + ".json")

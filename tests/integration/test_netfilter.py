@@ -314,3 +314,30 @@ def test_foreign_tables_are_never_touched_and_a_drop_policy_is_a_warning(sandbox
     assert {t: nft_text(node1, "ip", t) for t in ("docker-bridges", "filter")} == foreign
     assert nft_text(node1, "inet", f"topoctl-{box.topology}") == ""  # ours went, theirs stayed
     subprocess.run(["ip", "netns", "del", node1], check=True)  # the test's own tables go with it
+
+
+def test_destroy_puts_back_the_forwarding_it_turned_on_in_a_host_that_stays(sandbox_factory):
+    from topoctl import paths
+
+    plain = variant()
+    for name in ("web", "client"):
+        plain["namespaces"][name]["routes"] = []  # nothing crosses node1: it need not forward
+    box = sandbox_factory(plain)
+    box.apply()
+    node1 = box.host("node1")
+    forward = ["ip", "netns", "exec", node1, "sysctl", "-n", "net.ipv4.ip_forward"]
+    assert subprocess.run(forward, capture_output=True, text=True).stdout.strip() == "0"
+    box.write(variant(bridges__docker0__masquerade=True))
+    box.apply()
+    assert subprocess.run(forward, capture_output=True, text=True).stdout.strip() == "1"
+    record = json.loads(open(paths.derived_sysctls_path(node1)).read())
+    assert record["net.ipv4.ip_forward"] == {"before": "0", "by": [box.topology]}
+    # something not topoctl's keeps node1 alive through the destroy
+    subprocess.run(["ip", "-n", node1, "link", "add", "keepme0", "type", "veth", "peer", "name", "keepme1"], check=True)
+    plan = json.loads(box.run("plan", "--destroy", "-o", "json").stdout)
+    put_back = sorted((a["key"], a["old"], a["new"]) for a in plan["actions"] if a["type"] == "sysctl")
+    assert put_back == [("net.ipv4.ip_forward", "1", "0"), ("net.ipv6.conf.all.forwarding", "1", "0")]
+    box.run("destroy")
+    assert subprocess.run(forward, capture_output=True, text=True).stdout.strip() == "0"
+    assert not __import__("os").path.exists(paths.derived_sysctls_path(node1))
+    subprocess.run(["ip", "netns", "del", node1], check=True)

@@ -82,7 +82,7 @@ def _run_with_fault(box, k: int):
 def test_a_fault_at_every_step_of_a_cold_apply_leaves_nothing(sandbox_factory):
     box = sandbox_factory("docker0.yaml")
     steps = len(box.plan()["actions"])
-    assert steps == 11
+    assert steps == 14  # the docker0 example, with its forwarding, route_localnet and table (issue 13)
     for k in range(1, steps + 1):
         result = _run_with_fault(box, k)
         assert result.returncode == 1, result.stderr
@@ -279,7 +279,7 @@ def test_a_signal_before_the_first_step_changes_nothing(sandbox_factory):
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 143, err
-    assert "stopped after step 0 of 11: terminated (SIGTERM)" in err and "rolled back: nothing had been changed" in err, err
+    assert "stopped after step 0 of 14: terminated (SIGTERM)" in err and "rolled back: nothing had been changed" in err, err
     assert box.leftovers() == []
 
 

@@ -52,7 +52,8 @@ def plan_line(action: Action) -> str:
     elif action.verb == CHANGE and "key" in details:
         text += f"  {escape(_value(details['old']))} -> {escape(_value(details['new']))}"
         if details.get("why"):
-            text += f" [dim](needed by {escape(details['why'])})[/dim]"
+            why = details["why"] if details["why"].startswith("restored") else f"needed by {details['why']}"
+            text += f" [dim]({escape(why)})[/dim]"
     elif action.noun == "route":
         via = f" via {details['via']}" if details.get("via") else ""
         dev = f" dev {details['dev']}" if details.get("dev") else ""

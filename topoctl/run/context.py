@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 
-from topoctl.core.actions import Plan
+from topoctl.core.actions import DeleteNamespace, Plan
 from topoctl.core.planner import plan
 from topoctl.core.desired import Deployment
 from topoctl.core.realisation import container_names, realise  # noqa: F401 (re-export)
 from topoctl.core.state import State
 from topoctl.kernel.sockets import Kernel
 from topoctl.kernel.observe import observe
-from topoctl.store import journal
+from topoctl.store import journal, records
 
 
 @dataclass
@@ -42,6 +42,21 @@ class Context(Deployment):
         live.addresses = {a for a in live.addresses if a.scope != shared or (a.scope, a.link) in self.desired.links}
         return live, bool(others)
 
+    def _put_back(self, wanted: State, live: State, the_plan: Plan) -> bool:
+        """A destroy puts back the forwarding keys this topology turned on where no other
+        topology of topoctl's still needs them, in the namespaces the destroy leaves."""
+        deleted = {a.netns.name for a in the_plan.actions if isinstance(a, DeleteNamespace)}
+        added = False
+        for scope in outliving_scopes(self):
+            if scope in deleted or (scope is not None and scope not in live.namespaces):
+                continue
+            for key, (before, by) in records.derived_sysctls(scope).items():
+                if set(by) == {self.topology.name} and live.sysctls.get((scope, key), before) != before:
+                    wanted.sysctls[(scope, key)] = before
+                    wanted.sysctl_reasons[(scope, key)] = RESTORED
+                    added = True
+        return added
+
     def plan(self, kernel: Kernel, destroy: bool = False, recovering: bool = True) -> tuple[Plan, State]:
         """The plan from the live state. `recovering`: consult the journal of an interrupted
         run (not when verifying a run that holds the journal itself)."""
@@ -53,9 +68,40 @@ class Context(Deployment):
             _count_unfinished_as_ours(live, recovery, self.topology.name)
         wanted = self.empty(keep_shared=shared_in_use) if destroy else self.desired
         the_plan = plan(wanted, live, self.topology.name)
+        if destroy and self._put_back(wanted, live, the_plan):
+            the_plan = plan(wanted, live, self.topology.name)
         if recovery is not None:
             the_plan = dataclass_replace(the_plan, notes=the_plan.notes + (recovery.describe(),))
         return the_plan, live
+
+
+RESTORED = "restored: no topology of topoctl's needs it any more"
+
+
+def outliving_scopes(deployment: Deployment) -> list:
+    """The scopes of this run that may outlive the topology: the machine's root namespace, and
+    emulated hosts (kept when they hold what is not topoctl's)."""
+    desired = deployment.desired
+    return [s for s in desired.scopes if s is None or (s in desired.namespaces and desired.namespaces[s].role == "host")]
+
+
+def register_needs(deployment: Deployment, live: State) -> None:
+    """Before an apply's steps: the forwarding keys it derives are needed by this topology, and
+    the first need remembers the value before (store.records), for the destroy to put back."""
+    wanted: dict = {}
+    outliving = set(outliving_scopes(deployment))
+    for scope, key in deployment.desired.sysctl_reasons:
+        value = live.sysctls.get((scope, key))
+        if scope in outliving and value is not None:
+            wanted.setdefault(scope, {})[key] = value
+    for scope, before in wanted.items():
+        records.need_sysctls(scope, before, deployment.topology.name)
+
+
+def release_needs(deployment: Deployment) -> None:
+    """After a destroy: this topology needs nothing it derived any more."""
+    for scope in outliving_scopes(deployment):
+        records.release_sysctls(scope, deployment.topology.name)
 
 
 def _count_unfinished_as_ours(live: State, recovery: journal.Interrupted, topology: str) -> None:

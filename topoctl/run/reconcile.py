@@ -13,7 +13,7 @@ from topoctl.errors import Interrupted, StalePlan, TopoctlError, VerificationFai
 from topoctl.kernel import namespaces as ns
 from topoctl.kernel.recovery import mark_unfinished
 from topoctl.kernel.sockets import Kernel
-from topoctl.run.context import Context
+from topoctl.run.context import Context, register_needs, release_needs
 from topoctl.run.interrupts import Interrupts, signal_reason
 from topoctl.run.rollback import differs, rolled_back
 from topoctl.run.steps import FAULT_ENV, PAUSE_ENV, Progress, execute_plan, pause
@@ -75,6 +75,8 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
             if adopted else ""
         raise Interrupted(f"{verb} stopped before its first step: {signal_reason(signals.first)}",
                           f"nothing was changed{took_over}", signals.first)
+    if not destroy:
+        register_needs(context, live)  # before any write: the value before is known only now
     if not the_plan.empty:
         log = journal.Journal(topology, verb, len(the_plan.actions))
         try:
@@ -107,6 +109,8 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
             if name not in ns.list_netns():
                 records.forget_netns(name)  # a record of a namespace already gone by other means
     records.prune_table_scopes(context.topology.name, set(ns.list_netns()), keep_root=not destroy)
+    if destroy and check.empty:
+        release_needs(context)
     if not check.empty:
         raise VerificationFailed(differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")

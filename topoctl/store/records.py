@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 from topoctl import paths
-from topoctl.paths import netns_record_path, route_record_name, routes_record_dir, tables_record_path  # noqa: F401
+from topoctl.paths import (derived_sysctls_dir, derived_sysctls_path, netns_record_path, route_record_name,  # noqa: F401
+                           routes_record_dir, tables_record_path)
 
 
 
@@ -270,3 +271,55 @@ def _write_table_scopes(topology: str, scopes: set[str | None]) -> None:
             os.unlink(tables_record_path(topology))
         except FileNotFoundError:
             pass
+
+
+def derived_sysctls(scope: str | None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """{key: (the value before topoctl first wrote it, the topologies that need it)}."""
+    data = _read_json(derived_sysctls_path(scope))
+    if not isinstance(data, dict):
+        return {}
+    found = {}
+    for key, entry in data.items():
+        if isinstance(entry, dict) and isinstance(entry.get("before"), str) and isinstance(entry.get("by"), list):
+            found[key] = (entry["before"], tuple(t for t in entry["by"] if isinstance(t, str)))
+    return found
+
+
+def _write_derived(scope: str | None, entries: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    if entries:
+        _write_json(derived_sysctls_path(scope), {k: {"before": b, "by": sorted(set(by))} for k, (b, by) in entries.items()})
+    else:
+        try:
+            os.unlink(derived_sysctls_path(scope))
+        except FileNotFoundError:
+            pass
+
+
+def need_sysctls(scope: str | None, before: dict[str, str], topology: str) -> None:
+    """`topology` needs these keys as topoctl sets them; the first need records the value before."""
+    entries = derived_sysctls(scope)
+    changed = False
+    for key, value in before.items():
+        old, by = entries.get(key, (value, ()))
+        if topology not in by:
+            entries[key] = (old, by + (topology,))
+            changed = True
+    if changed:
+        _write_derived(scope, entries)
+
+
+def release_sysctls(scope: str | None, topology: str) -> None:
+    """`topology` no longer needs anything in `scope`; entries nobody needs are forgotten."""
+    entries = derived_sysctls(scope)
+    kept = {k: (b, tuple(t for t in by if t != topology)) for k, (b, by) in entries.items()}
+    kept = {k: v for k, v in kept.items() if v[1]}
+    if kept != entries:
+        _write_derived(scope, kept)
+
+
+def derived_sysctl_scopes() -> list[str | None]:
+    try:
+        names = os.listdir(derived_sysctls_dir())
+    except FileNotFoundError:
+        return []
+    return [None if n == "_root.json" else n[:-5] for n in sorted(names) if n.endswith(".json")]
