@@ -28,13 +28,23 @@ class Need:
 def container_addresses(topology: Topology, namespace: str) -> list[tuple[IPInterface, Bridge]]:
     """A namespace's addresses on its veths whose other end is a port of a bridge (of its host),
     in file order, with that bridge."""
-    found = []
+    return container_address_index(topology).get(namespace, [])
+
+
+def container_address_index(topology: Topology) -> dict[str, list[tuple[IPInterface, Bridge]]]:
+    """container_addresses() of every namespace, from one pass over the links (cached on the
+    topology: a plan at N=1000 would otherwise walk the links once per namespace)."""
+    cached = topology.__dict__.get("_container_addresses")
+    if cached is not None:
+        return cached
+    found: dict[str, list[tuple[IPInterface, Bridge]]] = {}
     for link in topology.links:
         for end, peer in ((link.a, link.b), (link.b, link.a)):
-            if end.namespace == namespace and peer.bridge is not None:
+            if end.namespace is not None and peer.bridge is not None:
                 bridge = topology.bridge(peer.bridge)
                 if bridge is not None:
-                    found.extend((address, bridge) for address in end.addresses)
+                    found.setdefault(end.namespace, []).extend((address, bridge) for address in end.addresses)
+    object.__setattr__(topology, "_container_addresses", found)
     return found
 
 
