@@ -5,9 +5,11 @@
 For each N (containers on one bridge, under --emulate) it measures, in one run on this
 machine: topoctl's cold apply, no-op plan, no-op apply, drift repair (10% of veths deleted)
 and destroy, with the peak RSS of each; the rendered script and its teardown; the hand-written
-pyroute2 floor (bench/floor.py, fork-free and pyroute2's own forking way); and reading the
-state with one `ip -n NS -j -d addr show` per namespace. It prints a table of seconds and of
-ratios, writes results.json, table.md and a plot (plot.svg, log scale) into --out.
+pyroute2 floor (bench/floor.py, fork-free and pyroute2's own forking way); reading the
+state with one `ip -n NS -j -d addr show` per namespace; and the CNI reference plugins
+building the same topology as a container runtime calls them (bench/cni.py, docs/bench/cni.md).
+It prints a table of seconds and of ratios, writes results.json, table.md and a plot
+(plot.svg, log scale) into --out.
 --smoke runs N=10 once with the correctness checks and no timing targets (CI).
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .cni_measure import comparison, comparison_table, measure_cni
 from .plot import write_svg
 from .topology import BenchTopology
 
@@ -63,11 +67,18 @@ def run(argv: list[str], stdin: str | None = None, check: bool = True,
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    if stdin is not None:
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    try:
+        if stdin is not None:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+    except BaseException:
+        # Ctrl-C or SIGTERM: the child goes first, so that the caller's clean-up by name
+        # does not race a program still making what it is deleting.
+        proc.kill()
+        proc.wait()
+        raise
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
@@ -113,8 +124,10 @@ def check_correct(t: BenchTopology, path: Path, label: str) -> None:
             raise Failure(f"{label}: {t.container(i)} cannot reach the bridge address {t.gateway.ip}")
 
 
-def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int, ipv6_off_variant: bool = True) -> dict:
-    """Every measurement for one N; returns {metric: {"seconds": s, "rss_mb": m}}."""
+def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int, ipv6_off_variant: bool = True,
+                 cni_check: bool = False) -> dict:
+    """Every measurement for one N; returns {metric: {"seconds": s, "rss_mb": m}}.
+    cni_check adds the CNI lines' correctness check (an untimed build, DEL inspected)."""
     samples: dict[str, list[tuple[float, float]]] = {}
 
     def record(metric: str, seconds: float, rss: float) -> None:
@@ -184,6 +197,8 @@ def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int, ipv6_o
         finally:
             force_clean(t)
             path.unlink(missing_ok=True)
+    # The CNI reference plugins doing the same work (bench/cni_measure.py).
+    measure_cni(n, repeat, folder, record, run, Failure, check=cni_check)
     return {metric: {"seconds": statistics.median(s for s, _ in values), "rss_mb": max(m for _, m in values),
                      "runs": len(values)}
             for metric, values in samples.items()}
@@ -237,6 +252,11 @@ def table(results: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+def _interrupted(signum: int, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every `finally` deletes what its build made."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,100", help="comma-separated N (default 10,100)")
@@ -248,6 +268,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("the benchmark builds namespaces: run it as root", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _interrupted)
     sizes = [10] if args.smoke else sorted({int(s) for s in args.sizes.split(",")} | ({1000} if args.large else set()))
     results: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="topoctl-bench-") as tmp:
@@ -255,11 +276,14 @@ def main() -> int:
             repeat = 1 if args.smoke or n >= 1000 else args.repeat
             print(f"N={n}: {repeat} run(s)...", file=sys.stderr, flush=True)
             try:
-                results[n] = measure_size(n, repeat, Path(tmp), naive_floor_max=100)
+                results[n] = measure_size(n, repeat, Path(tmp), naive_floor_max=100,
+                                          cni_check=args.smoke or n == 10)
             except Failure as failure:
                 print(f"N={n}: FAILED: {failure}", file=sys.stderr)
                 return 1
     print(table(results))
+    if cni := comparison_table(results):
+        print(f"\n{cni}")
     if args.smoke:
         print("\nsmoke run: correctness checks passed (no timing targets asserted)")
         return 0
@@ -271,8 +295,9 @@ def main() -> int:
     machine = {"python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
                "date": time.strftime("%Y-%m-%d")}
     (out / "results.json").write_text(json.dumps({"machine": machine, "results": results,
-                                                   "targets": ratios(results)}, indent=2, default=str))
-    (out / "table.md").write_text(table(results) + "\n")
+                                                   "targets": ratios(results), "cni_comparison": comparison(results)},
+                                                  indent=2, default=str))
+    (out / "table.md").write_text(table(results) + "\n" + (f"\n{cni}\n" if cni else ""))
     write_svg(results, out / "plot.svg")
     print(f"\nwrote {out}/results.json, table.md, plot.svg", file=sys.stderr)
     return 0
