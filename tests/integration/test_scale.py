@@ -87,7 +87,8 @@ def test_the_profile_tool_times_every_step_and_cleans_up(what):
     assert "the command, after its imports" in result.stdout and "By cumulative time" in result.stdout
     assert "observe (read + build the live state)" in result.stdout
     after = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-    assert after <= before
+    # the CNI peer's namespaces (bcni*) are never the profile tool's: a bench running beside it makes them
+    assert {n for n in after if not n.startswith("bcni")} <= before
 
 
 class HelperWatch:
