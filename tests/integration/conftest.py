@@ -105,6 +105,9 @@ class Sandbox:
         routes = Path(paths.routes_record_dir(self.topology))
         if routes.exists():
             found.append(str(routes))
+        for record in (Path(paths.tables_record_path(self.topology)), *Path(paths.derived_sysctls_dir()).glob(f"*{self.uid}*")):
+            if record.exists():
+                found.append(str(record))
         return found
 
     def force_clean(self) -> None:
@@ -112,6 +115,9 @@ class Sandbox:
             if self.uid in name:
                 ip("netns", "del", name, check=False)
         for path in Path(paths.netns_records_dir()).glob(f"*{self.uid}*"):
+            path.unlink()
+        Path(paths.tables_record_path(self.topology)).unlink(missing_ok=True)
+        for path in Path(paths.derived_sysctls_dir()).glob(f"*{self.uid}*"):
             path.unlink()
         for path in Path(paths.lock_dir()).glob(f"*{self.uid}*.lock"):
             path.unlink()  # nobody holds it now; topoctl keeps a host's lock file for its next run
