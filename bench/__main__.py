@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cni_measure import comparison, comparison_table, measure_cni
+from .cni_measure import NF_COLD, NF_DESTROY, NF_PLAN, comparison, comparison_table, measure_cni, port_check
 from .plot import write_svg
 from .topology import BenchTopology
 
@@ -197,6 +197,27 @@ def measure_size(n: int, repeat: int, folder: Path, naive_floor_max: int, ipv6_o
         finally:
             force_clean(t)
             path.unlink(missing_ok=True)
+    for _ in range(repeat):
+        # Masquerade plus one published port per container (issue 13): what the keys cost
+        # against the plain lines above, and the peer of CNI's ipMasq + portmap lines.
+        t = BenchTopology(n, secrets.token_hex(2), netfilter=True)
+        path = t.write(folder)
+        try:
+            run([*TOPOCTL, "validate", str(path)], measured=False)
+            record(NF_COLD, *run([*TOPOCTL, "apply", "--emulate", str(path)])[:2])
+            check_correct(t, path, "topoctl apply, masquerade + ports")
+            port_check(t.container(0), t.host_ns, "topoctl published port", Failure)
+            for _ in range(per_build):
+                record(NF_PLAN, *run([*TOPOCTL, "plan", "--emulate", str(path)])[:2])
+            s, m, r = run([*TOPOCTL, "apply", "--emulate", "-o", "json", str(path)], measured=False)
+            if json.loads(r.stdout)["kernel_writes"] != 0:
+                raise Failure("the second apply of the masquerade + ports topology changed the kernel")
+            record(NF_DESTROY, *run([*TOPOCTL, "destroy", "--emulate", str(path)])[:2])
+            if leftovers(t):
+                raise Failure(f"destroy left {leftovers(t)[:5]}")
+        finally:
+            force_clean(t)
+            path.unlink(missing_ok=True)
     # The CNI reference plugins doing the same work (bench/cni_measure.py).
     measure_cni(n, repeat, folder, record, run, Failure, check=cni_check)
     return {metric: {"seconds": statistics.median(s for s, _ in values), "rss_mb": max(m for _, m in values),
@@ -235,6 +256,11 @@ def ratios(results: dict[int, dict]) -> list[tuple[str, str, float | None, str]]
     d, td = sec(100, "topoctl destroy"), sec(100, "script teardown")
     target("N=100 destroy no slower than the teardown script", d / td if d and td else None,
            (d <= td) if d and td else None, f"destroy/teardown = {d / td:.2f}x" if d and td else "not run")
+    for plain, keyed, limit in (("topoctl apply (cold)", NF_COLD, 1.3), ("topoctl plan (no-op)", NF_PLAN, 1.2)):
+        for n in (100, 1000):
+            base, nf = sec(n, plain), sec(n, keyed)
+            target(f"N={n} {keyed} within {limit}x of {plain}", nf / base if base and nf else None,
+                   (nf / base <= limit) if base and nf else None, f"{nf / base:.2f}x" if base and nf else "not run")
     rss = results.get(1000, {}).get("topoctl plan (no-op)", {}).get("rss_mb")
     target("N=1000 plan peak RSS < 200 MB", rss, (rss < 200) if rss else None, f"{rss:.0f} MB" if rss else "not run")
     return out
