@@ -52,8 +52,13 @@ venv: $(STAMP) bytecode
 # (Python source with \n escapes, run through exec().)
 export DEMO_FETCH := import sys, time, urllib.request\nfor _ in range(50):\n    try:\n        r = urllib.request.urlopen(sys.argv[1], timeout=2); print(sys.argv[1], '->', r.status, r.reason); break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    sys.exit('no answer from ' + sys.argv[1])
 
+# A one-shot TCP server that tells each client the address it came from, and its client.
+export DEMO_SERVE := import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('192.0.2.1', 8000)); s.listen(1); s.settimeout(20)\nc, peer = s.accept(); c.sendall(('you came from ' + peer[0]).encode()); c.close()
+export DEMO_ASK := import socket, time\nfor _ in range(50):\n    try:\n        c = socket.create_connection(('192.0.2.1', 8000), timeout=2); print('192.0.2.1:8000 says:', c.recv(64).decode()); break\n    except OSError:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('no answer from 192.0.2.1:8000')
+
 # Build the classic docker0 example in an emulated host, show the plan, apply it, prove the
-# containers reach each other and the host reaches them, show the script, destroy it.
+# containers reach each other, the host and the outside, and a published port answers; show the
+# script, destroy it.
 demo: $(STAMP) bytecode sysdeps
 	@set -euo pipefail; \
 	trap '$(TOPOCTL) destroy --emulate $(DEMO) >/dev/null 2>&1 || true' EXIT; \
@@ -66,6 +71,13 @@ demo: $(STAMP) bytecode sysdeps
 	$(TOPOCTL) exec --emulate $(DEMO) nginx-1 -- ping -c 2 -W 2 172.17.0.3; \
 	echo; echo "== the host itself (namespace docker0-local) pings nginx-1"; \
 	$(TOPOCTL) exec --emulate $(DEMO) local -- ping -c 1 -W 2 172.17.0.2; \
+	echo; echo "== nginx-1 reaches the outside: the host's gateway 192.0.2.1, which the emulated underlay answers"; \
+	$(TOPOCTL) exec --emulate $(DEMO) nginx-1 -- ping -c 2 -W 2 192.0.2.1; \
+	echo; echo "== ... masqueraded: a server at the gateway sees nginx-1's connection come from the host's 192.0.2.2"; \
+	$(TOPOCTL) exec --emulate $(DEMO) underlay -- $(PYTHON) -c "exec(\"$$DEMO_SERVE\")" & \
+	server=$$!; \
+	$(TOPOCTL) exec --emulate $(DEMO) nginx-1 -- $(PYTHON) -c "exec(\"$$DEMO_ASK\")"; \
+	wait $$server; \
 	echo; echo "== a web server in nginx-1 on port 80 answers on the host's published port 8080"; \
 	$(TOPOCTL) exec --emulate $(DEMO) nginx-1 -- timeout 20 $(PYTHON) -m http.server 80 --bind 0.0.0.0 >/dev/null 2>&1 & \
 	server=$$!; \
@@ -73,7 +85,7 @@ demo: $(STAMP) bytecode sysdeps
 	$(TOPOCTL) exec --emulate $(DEMO) nginx-2 -- $(PYTHON) -c "exec(\"$$DEMO_FETCH\")" http://172.17.0.1:8080/; \
 	kill $$server 2>/dev/null; wait $$server 2>/dev/null || true; \
 	echo; echo "== a second apply changes nothing"; $(TOPOCTL) apply --emulate $(DEMO); \
-	echo; echo "== topoctl render $(DEMO)  (the same plan, as a shell script)"; $(TOPOCTL) render $(DEMO); \
+	echo; echo "== topoctl render $(DEMO)  (the script for a real host, from an empty one: what the emulated run built, less the emulated host and underlay)"; $(TOPOCTL) render $(DEMO); \
 	echo; echo "== topoctl destroy --emulate $(DEMO)"; $(TOPOCTL) destroy --emulate $(DEMO); \
 	trap - EXIT; echo; echo "demo complete: nothing of it is left (ip netns list is empty of it)"
 

@@ -47,8 +47,8 @@ def _run_child(mode: str, out: Path, argv: list[str]) -> float:
     return time.perf_counter() - begun
 
 
-def profile(what: str, n: int, repeat: int, settle_limit: float = 60.0) -> str:
-    t = BenchTopology(n, secrets.token_hex(2))
+def profile(what: str, n: int, repeat: int, settle_limit: float = 60.0, netfilter: bool = False) -> str:
+    t = BenchTopology(n, secrets.token_hex(2), netfilter=netfilter)
     with tempfile.TemporaryDirectory(prefix="topoctl-profile-") as tmp:
         folder = Path(tmp)
         path = t.write(folder)
@@ -78,7 +78,8 @@ def profile(what: str, n: int, repeat: int, settle_limit: float = 60.0) -> str:
             raise SystemExit(f"left behind: {leftovers(t)[:5]}")
         report = io.StringIO()
         command = f"topoctl {what} --emulate" + (" -o json" if what == "apply" else "")
-        report.write(f"# {command}, N={n} ({'cold' if what == 'apply' else 'no-op'}), {time.strftime('%Y-%m-%d')}\n\n")
+        variant = ", masquerade + ports" if netfilter else ""
+        report.write(f"# {command}, N={n}{variant} ({'cold' if what == 'apply' else 'no-op'}), {time.strftime('%Y-%m-%d')}\n\n")
         report.write(f"Wall-clock, {repeat} runs (median, min-max), seconds; the process: "
                      f"{statistics.median(walls):.3f} ({min(walls):.3f}-{max(walls):.3f})\n\n")
         for label, values in timings.items():
@@ -97,6 +98,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, help="containers (default: 100 for apply, 1000 for plan)")
     parser.add_argument("--repeat", type=int, default=5, help="runs with timers")
     parser.add_argument("--out", help="folder for profile-<what>-<N>.txt")
+    parser.add_argument("--netfilter", action="store_true",
+                        help="the bench topology with masquerade and one published port per container")
     parser.add_argument("--settle", type=float, default=60.0,
                         help="seconds to wait at most for an idle machine before each run")
     args = parser.parse_args()
@@ -104,11 +107,11 @@ def main() -> int:
         print("the profile builds namespaces: run it as root", file=sys.stderr)
         return 2
     n = args.n or (100 if args.what == "apply" else 1000)
-    text = profile(args.what, n, args.repeat, args.settle)
+    text = profile(args.what, n, args.repeat, args.settle, args.netfilter)
     print(text)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"profile-{args.what}-{n}.txt").write_text(text)
+        (Path(args.out) / f"profile-{args.what}-{n}{'-nf' if args.netfilter else ''}.txt").write_text(text)
     return 0
 
 

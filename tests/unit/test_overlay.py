@@ -162,6 +162,18 @@ BAD = {
     "underlay MTU too small for VXLAN": (cluster(2).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, mtu: 100}"),
                                          "leaves 50 for VXLAN"),
     "one host only": (cluster(1), "an overlay needs at least two"),
+    "gateway off the underlay subnet": (cluster(2).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, gateway: 10.168.1.1}"),
+                                        "gateway 10.168.1.1 of host 'node1' is not on its underlay subnet 10.168.0.0/24"),
+    "gateway of the other family": (cluster(2).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, gateway: 'fd00::1'}"),
+                                    "is not on its underlay subnet"),
+    "gateway is another host": (cluster(2).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, gateway: 10.168.0.3}"),
+                                "is an address of this topology (the underlay interface in host 'node2')"),
+    "gateway is the broadcast address": (cluster(2).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, gateway: 10.168.0.255}"),
+                                         "the broadcast address of 10.168.0.0/24"),
+    "gateway without an address": (cluster(2).replace("  node1: {address: 10.168.0.2/24}", "  node1: {address: 10.168.0.2/24}\n  node9: {gateway: 10.168.0.1}"),
+                                   "host 'node9' has a gateway but no underlay address"),
+    "gateway not an address": (cluster(2).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, gateway: 10.168.0.1/24}"),
+                               "is not a valid IP address"),
 }
 
 
@@ -210,3 +222,32 @@ def test_an_interface_named_like_the_emulated_underlay_needs_the_real_one_named(
     assert "is the underlay interface --emulate creates" in caught.value.diagnostics[0].message
     load_text(text.replace("  node1: {address: 10.168.0.2/24}", "  node1: {address: 10.168.0.2/24, interface: ens3}"),
               "c.yaml")
+
+
+def test_the_emulated_underlay_answers_at_every_hosts_gateway_also_when_one_host_is_selected():
+    text = cluster(3).replace("{address: 10.168.0.2/24}", "{address: 10.168.0.2/24, gateway: 10.168.0.1}") \
+                     .replace("{address: 10.168.0.3/24}", "{address: 10.168.0.3/24, gateway: 10.168.0.1}") \
+                     .replace("{address: 10.168.0.4/24}", "{address: 10.168.0.4/24, gateway: 10.168.0.254}")
+    expected = {("c-underlay", "br-underlay", ipaddress.ip_interface(a)) for a in ("10.168.0.1/24", "10.168.0.254/24")}
+    for host in (None, "node3"):
+        desired = context(text, host=host).desired
+        assert {(a.scope, a.link, a.interface) for a in desired.addresses if a.scope == "c-underlay"} == expected
+    real = context(text, host="node1", emulate=False).desired
+    assert not any(a.interface.ip in {ipaddress.ip_address("10.168.0.1")} for a in real.addresses)
+
+
+def test_exec_enters_a_host_by_its_name_or_its_namespace_name_and_the_emulated_underlay():
+    from topoctl.core.realisation import exec_scope
+
+    topology = load_text(cluster(2, extra="namespaces: {a: {host: node1}}\n"), "c.yaml")
+    emulated = realise(topology, None, True)
+    assert [exec_scope(topology, emulated, t) for t in ("a", "node1", "c-node1", "underlay", "c-underlay")] == \
+        ["a", "c-node1", "c-node1", "c-underlay", "c-underlay"]
+    with pytest.raises(UsageError) as caught:
+        exec_scope(topology, emulated, "c-node9")
+    assert caught.value.hint == "choose one of: a, node1, node2, underlay"
+    real = realise(topology, "node1", False)
+    assert exec_scope(topology, real, "node1") is None  # this machine's own namespace
+    for target in ("underlay", "c-node1"):
+        with pytest.raises(UsageError, match="is not a namespace or host"):
+            exec_scope(topology, real, target)

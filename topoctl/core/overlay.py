@@ -4,6 +4,7 @@ backend does it) and host-gw overlays. Pure; called by desired.py."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from typing import TYPE_CHECKING
 
 from topoctl.spec.model import Host, Overlay, Topology, derived_mac, underlay_interface, vtep_address, vxlan_overhead
@@ -38,6 +39,12 @@ def add_underlay(state: State, topology: Topology, realisation: "Realisation") -
     state.add_link(Link(scope=scope, name=UNDERLAY_BRIDGE, kind="bridge", up=True,
                         mtu=max(h.mtu for h in with_address), mac=derived_mac(owner, "underlay"), stp=False,
                         owner=owner))
+    # Every host's gateway, also under --host: the bridge is shared, and a partial run must not
+    # take away what the other hosts' runs put there.
+    for host in with_address:
+        if host.gateway is not None:
+            state.addresses.add(Address(scope, UNDERLAY_BRIDGE,
+                                        ipaddress.ip_interface(f"{host.gateway}/{host.address.network.prefixlen}")))
     for host in with_address:
         if host.name not in realisation.hosts:
             continue

@@ -77,8 +77,22 @@ def rate_label(tbf: "Tbf | str | None") -> str:
     return f"tbf rate {tbf.rate}bit burst {tbf.burst}b limit {tbf.limit}b"
 
 
+class _OnRate:
+    """What both rate actions act on: the root qdisc of `dev` in `where`."""
+
+    where: Scope
+    dev: str
+
+    @property
+    def scope(self) -> Scope:
+        return self.where
+
+    def subject(self) -> str:
+        return f"rate of {self.dev} in {scope_label(self.where)}"
+
+
 @dataclass(frozen=True)
-class SetRate(Action):
+class SetRate(_OnRate, Action):
     """`tc qdisc replace dev DEV root tbf ...`: the egress limit of one interface."""
 
     where: Scope
@@ -92,13 +106,6 @@ class SetRate(Action):
     def verb(self) -> str:  # type: ignore[override]
         return CHANGE if self.old is not None else CREATE
 
-    @property
-    def scope(self) -> Scope:
-        return self.where
-
-    def subject(self) -> str:
-        return f"rate of {self.dev} in {scope_label(self.where)}"
-
     def details(self) -> dict:
         out = {"dev": self.dev, "rate": self.new.rate, "burst": self.new.burst, "limit": self.new.limit}
         if self.old is not None:
@@ -107,7 +114,7 @@ class SetRate(Action):
 
 
 @dataclass(frozen=True)
-class ClearRate(Action):
+class ClearRate(_OnRate, Action):
     """`tc qdisc del dev DEV root`: the kernel's default qdisc again."""
 
     where: Scope
@@ -116,13 +123,6 @@ class ClearRate(Action):
     phase = 1
     verb = DELETE
     noun = "rate"
-
-    @property
-    def scope(self) -> Scope:
-        return self.where
-
-    def subject(self) -> str:
-        return f"rate of {self.dev} in {scope_label(self.where)}"
 
     def details(self) -> dict:
         return {"dev": self.dev, "rate": self.old.rate}

@@ -77,8 +77,9 @@ def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterab
     for scope in sorted({scope for scope, _ in vxlan_devices(tables, topology)}, key=lambda s: s or ""):
         handle = kernel.rtnl(scope)
         neighbours[scope] = (handle.neighbours(), handle.neighbours(AF_BRIDGE))
-    nft_tables, foreign = _read_nft(topology, set(tables_in), set(host_scopes), set(live_scopes))
-    qdiscs = _read_qdiscs(topology, set(rates_on), tables)
+    wrote_in = records.table_scopes(topology)  # where earlier runs wrote tables or rates
+    nft_tables, foreign = _read_nft(topology, set(tables_in), set(host_scopes), set(live_scopes), wrote_in)
+    qdiscs = _read_qdiscs(topology, set(rates_on), tables, wrote_in)
     return Readings(
         namespaces=namespaces, tables=tables, nft_tables=nft_tables,
         foreign_tables={scope: names for scope, (names, _) in foreign.items()},
@@ -90,10 +91,11 @@ def read(kernel: Kernel, topology: str, scopes: Iterable[Scope], sysctls: Iterab
     )
 
 
-def _read_nft(topology: str, wanted: set[Scope], hosts: set[Scope], live: set[Scope]) -> tuple[dict, dict]:
+def _read_nft(topology: str, wanted: set[Scope], hosts: set[Scope], live: set[Scope],
+              wrote_in: set[Scope]) -> tuple[dict, dict]:
     """topoctl's tables where they may be (among the scopes read), and the hosts' foreign
     forward policies."""
-    scopes = wanted | {s for s in records.table_scopes(topology) if s in live}
+    scopes = wanted | {s for s in wrote_in if s in live}
     if not wanted and not nft.available():
         return {}, {}  # nothing asks for nftables and there is none: nothing of ours to read
     scopes = {s for s in scopes | hosts if s in live}
@@ -101,11 +103,11 @@ def _read_nft(topology: str, wanted: set[Scope], hosts: set[Scope], live: set[Sc
     return nft.read(ordered, nft_table_name(topology), hosts)
 
 
-def _read_qdiscs(topology: str, wanted: set[tuple[Scope, str]], tables: dict) -> dict:
+def _read_qdiscs(topology: str, wanted: set[tuple[Scope, str]], tables: dict, wrote_in: set[Scope]) -> dict:
     """The root qdiscs of the links that want a rate, and of this topology's veths where it
     wrote tables or rates before (so a rate dropped from the file is found and removed)."""
     wanted = {(scope, dev) for scope, dev in wanted if scope in tables}
-    for scope in records.table_scopes(topology):
+    for scope in wrote_in:
         if scope in tables:
             wanted.update((scope, msg.name) for msg in tables[scope][0]
                           if msg.kind == "veth" and owner_from_alias(msg.alias) == topology)

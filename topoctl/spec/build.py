@@ -13,6 +13,8 @@ from typing import Any
 from topoctl.errors import Diagnostic
 from topoctl.spec import rates
 from topoctl.spec.build_netfilter import firewall, published_ports
+from topoctl.spec import values
+from topoctl.spec.values import Problems
 from topoctl.spec.overlay_mtu import apply_overlay_mtu
 from topoctl.spec.model import (
     DEFAULT_MTU,
@@ -36,57 +38,13 @@ from topoctl.spec.model import (
 IFNAMSIZ = 16  # including the trailing NUL
 
 
-class _Problems:
-    def __init__(self, file: str, marks: Any) -> None:
-        self.file = file
-        self.marks = marks
-        self.found: list[Diagnostic] = []
-        self.warnings: list[Diagnostic] = []
-        # Paths of values found invalid (an address, a host:, a subnet): the checks skip what
-        # depends on them, so a follow-on error never hides its cause.
-        self.flawed: set[tuple] = set()
-
-    def add(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
-        self._add(path, message, hint, key, rank=0)
-
-    def warn(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
-        """Valid, but probably not what was meant: reported, and the file is used."""
-        line, col = self.marks.at(path, key=key)
-        self.warnings.append(Diagnostic(self.file, line, col, message, hint, rank=1))
-
-    def add_between(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
-        """A problem between objects (a semantic check): listed after those of single values."""
-        self._add(path, message, hint, key, rank=1)
-
-    def _add(self, path: tuple, message: str, hint: str, key: bool, rank: int) -> None:
-        line, col = self.marks.at(path, key=key)
-        self.found.append(Diagnostic(self.file, line, col, message, hint, rank=rank))
-
-
-def _interface(text: str, path: tuple, problems: _Problems) -> IPInterface | None:
-    try:
-        return ipaddress.ip_interface(text)
-    except ValueError:
-        problems.add(path, f"{text!r} is not a valid address with prefix length", "write it as 172.17.0.2/16 or fd00::2/64")
-        problems.flawed.add(path)
-        return None
-
-
-def _address(text: str, path: tuple, problems: _Problems):
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        problems.add(path, f"{text!r} is not a valid IP address")
-        return None
-
-
 _NUMBER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|[0-9]+)")  # what the kernel's proc_get_long may take
 
 
-def _sysctls(data: dict, path: tuple, problems: _Problems) -> tuple[tuple[str, str], ...]:
+def _sysctls(data: dict, path: tuple, problems: Problems) -> tuple[tuple[str, str], ...]:
     """Values in the kernel's printed form (model.canonical_sysctl), so that what is read back
     compares equal; a number the kernel would read otherwise than it looks is an error."""
-    values = []
+    found = []
     for key, raw in (data.get("sysctls") or {}).items():
         text, where = str(raw), path + ("sysctls", key)
         tokens = text.split()
@@ -96,8 +54,8 @@ def _sysctls(data: dict, path: tuple, problems: _Problems) -> tuple[tuple[str, s
         if all(_NUMBER.fullmatch(t) for t in tokens) and (bad := next(filter(_octal_surprise, tokens), None)):
             problems.add(where, *_octal_problem(key, bad))
             continue
-        values.append((key, canonical_sysctl(text)))
-    return tuple(sorted(values))
+        found.append((key, canonical_sysctl(text)))
+    return tuple(sorted(found))
 
 
 def _octal_surprise(token: str) -> bool:
@@ -116,24 +74,8 @@ def _octal_problem(key: str, token: str) -> tuple[str, str]:
             f"write {octal}, or {decimal} without the leading 0")
 
 
-def _network(text: str, path: tuple, problems: _Problems, what: str = "subnet"):
-    """A prefix with no host bits set, or None; parsed again loosely so the error can name the
-    prefix that was meant."""
-    try:
-        return ipaddress.ip_network(text)
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        problems.add(path, f"{text!r} is not a valid {what}")
-        return None
-    problems.add(path, f"{text!r} has host bits set", f"did you mean {loose}?")
-    return None
-
-
-def _route(data: dict, path: tuple, problems: _Problems) -> Route | None:
-    via = _address(data["via"], path + ("via",), problems) if "via" in data else None
+def _route(data: dict, path: tuple, problems: Problems) -> Route | None:
+    via = values.address(data["via"], path + ("via",), problems) if "via" in data else None
     if "via" in data and via is None:
         return None
     to_text = data["to"]
@@ -141,7 +83,7 @@ def _route(data: dict, path: tuple, problems: _Problems) -> Route | None:
         to = default_route_for(via)
     elif to_text == "default6":
         to = ipaddress.IPv6Network("::/0")
-    elif (to := _network(to_text, path + ("to",), problems, "destination prefix")) is None:
+    elif (to := values.network(to_text, path + ("to",), problems, "destination prefix")) is None:
         return None
     if via is not None and via.version != to.version:
         problems.add(path + ("via",), f"gateway {via} is IPv{via.version} but destination {to} is IPv{to.version}")
@@ -152,7 +94,7 @@ def _route(data: dict, path: tuple, problems: _Problems) -> Route | None:
     return Route(to=to, via=via, dev=data.get("dev"), metric=data.get("metric"), origin=path)
 
 
-def _check_ifname(name: str, path: tuple, problems: _Problems, key: bool = False) -> None:
+def _check_ifname(name: str, path: tuple, problems: Problems, key: bool = False) -> None:
     size = len(name.encode("utf-8"))
     if size >= IFNAMSIZ:
         problems.add(path, f"interface name {name!r} is {size} bytes; the kernel allows at most {IFNAMSIZ - 1}",
@@ -161,7 +103,7 @@ def _check_ifname(name: str, path: tuple, problems: _Problems, key: bool = False
         problems.add(path, f"interface name {name!r} may not contain '/', ':' or whitespace", key=key)
 
 
-def _rate(data: dict, path: tuple, problems: _Problems) -> tuple[int | None, int | None]:
+def _rate(data: dict, path: tuple, problems: Problems) -> tuple[int | None, int | None]:
     """A veth end's `rate` (bits/s) and `burst` (bytes), read as tc reads them, and refused where
     the kernel's tbf cannot keep them or would drop full-size frames."""
     if "burst" in data and "rate" not in data:
@@ -190,7 +132,7 @@ def _rate(data: dict, path: tuple, problems: _Problems) -> tuple[int | None, int
     return rate, burst
 
 
-def _host_of(data: dict, path: tuple, hosts: tuple[str, ...], problems: _Problems, what: str) -> str:
+def _host_of(data: dict, path: tuple, hosts: tuple[str, ...], problems: Problems, what: str) -> str:
     if "host" in data:
         host = data["host"]
         if host not in hosts:
@@ -205,18 +147,19 @@ def _host_of(data: dict, path: tuple, hosts: tuple[str, ...], problems: _Problem
 
 
 def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Diagnostic]]:
-    problems = _Problems(file, marks)
+    problems = Problems(file, marks)
     name = data["name"]
 
     hosts: list[Host] = []
     for host_name, host_data in (data.get("hosts") or {}).items():
         host_data = host_data or {}
         path = ("hosts", host_name)
-        address = _interface(host_data["address"], path + ("address",), problems) if "address" in host_data else None
+        address = values.interface(host_data["address"], path + ("address",), problems) if "address" in host_data else None
         if "interface" in host_data:
             _check_ifname(host_data["interface"], path + ("interface",), problems)
+        gateway = values.address(host_data["gateway"], path + ("gateway",), problems) if "gateway" in host_data else None
         hosts.append(Host(
-            name=host_name, address=address, interface=host_data.get("interface"),
+            name=host_name, address=address, interface=host_data.get("interface"), gateway=gateway,
             mtu=host_data.get("mtu", DEFAULT_MTU), sysctls=_sysctls(host_data, path, problems), origin=path,
         ))
     if not hosts:
@@ -233,7 +176,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         else:
             _check_ifname(bridge_name, path, problems, key=True)
         addresses = tuple(a for i, text in enumerate(bridge_data.get("addresses", []))
-                          if (a := _interface(text, path + ("addresses", i), problems)) is not None)
+                          if (a := values.interface(text, path + ("addresses", i), problems)) is not None)
         bridges.append(Bridge(
             name=ifname, key=bridge_name,
             host=_host_of(bridge_data, path, host_names, problems, f"bridge {bridge_name}"),
@@ -272,7 +215,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
             end_path = path + ("endpoints", j)
             _check_ifname(end_data["name"], end_path + ("name",), problems)
             addresses = tuple(a for k, text in enumerate(end_data.get("addresses", []))
-                              if (a := _interface(text, end_path + ("addresses", k), problems)) is not None)
+                              if (a := values.interface(text, end_path + ("addresses", k), problems)) is not None)
             rate, burst = _rate(end_data, end_path, problems)
             ends.append(Endpoint(
                 name=end_data["name"], rate=rate, burst=burst,
@@ -300,7 +243,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
         path = ("overlays", i)
         subnets = []
         for host, text in overlay_data["subnets"].items():
-            network = _network(text, path + ("subnets", host), problems)
+            network = values.network(text, path + ("subnets", host), problems)
             if network is not None:
                 subnets.append((host, network))
             else:

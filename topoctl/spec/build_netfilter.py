@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING
 
 from topoctl.spec.model import Firewall, FirewallDirection, FirewallRule, PublishedPort
+from topoctl.spec import values
+from topoctl.spec.values import Problems
 
-if TYPE_CHECKING:
-    from topoctl.spec.build import _Problems
 
 _PORT = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9A-Fa-f:.]+\]):)?(?P<host>[0-9]+):(?P<ctr>[0-9]+)(?:/(?P<proto>tcp|udp))?$")
 
 
-def _port_number(text: str, path: tuple, problems: "_Problems", what: str) -> int | None:
+def _port_number(text: str, path: tuple, problems: Problems, what: str) -> int | None:
     number = int(text)
     if not 1 <= number <= 65535:
         problems.add(path, f"{what} {number} is not a port number", "ports are 1 to 65535")
@@ -23,7 +22,7 @@ def _port_number(text: str, path: tuple, problems: "_Problems", what: str) -> in
     return number
 
 
-def published_ports(items: list, path: tuple, problems: "_Problems") -> tuple[PublishedPort, ...]:
+def published_ports(items: list, path: tuple, problems: Problems) -> tuple[PublishedPort, ...]:
     ports = []
     for i, raw in enumerate(items):
         where = path + (i,)
@@ -60,23 +59,9 @@ def published_ports(items: list, path: tuple, problems: "_Problems") -> tuple[Pu
     return tuple(ports)
 
 
-def _prefix(text: str, path: tuple, problems: "_Problems"):
-    try:
-        return ipaddress.ip_network(text)
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        problems.add(path, f"{text!r} is not an address or a prefix")
-        return None
-    problems.add(path, f"{text!r} has host bits set", f"did you mean {loose}?")
-    return None
-
-
-def _rule(data: dict, path: tuple, problems: "_Problems") -> FirewallRule | None:
-    source = _prefix(data["from"], path + ("from",), problems) if "from" in data else None
-    dest = _prefix(data["to"], path + ("to",), problems) if "to" in data else None
+def _rule(data: dict, path: tuple, problems: Problems) -> FirewallRule | None:
+    source = values.network(data["from"], path + ("from",), problems, "address or prefix") if "from" in data else None
+    dest = values.network(data["to"], path + ("to",), problems, "address or prefix") if "to" in data else None
     if ("from" in data and source is None) or ("to" in data and dest is None):
         return None
     if source is not None and dest is not None and source.version != dest.version:
@@ -104,7 +89,7 @@ def _rule(data: dict, path: tuple, problems: "_Problems") -> FirewallRule | None
     return FirewallRule(source=source, dest=dest, proto=proto, ports=ports, origin=path)
 
 
-def firewall(data: dict, path: tuple, problems: "_Problems") -> Firewall:
+def firewall(data: dict, path: tuple, problems: Problems) -> Firewall:
     directions = {}
     for name in ("inbound", "outbound"):
         raw = data.get(name) or {}

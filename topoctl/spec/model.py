@@ -24,7 +24,7 @@ DEFAULT_MTU = 1500
 
 
 def flawed_under(flawed: set[Path] | frozenset[Path], prefix: Path) -> bool:
-    """Whether a value at or under `prefix` was found invalid (see build._Problems.flawed)."""
+    """Whether a value at or under `prefix` was found invalid (see values.Problems.flawed)."""
     return any(path[: len(prefix)] == prefix for path in flawed)
 
 
@@ -43,6 +43,7 @@ class Host:
     address: IPInterface | None = None  # on the underlay
     interface: str | None = None  # the underlay interface, when the file names it
     mtu: int = DEFAULT_MTU  # of the underlay
+    gateway: IPAddress | None = None  # the host's way out; the emulated underlay answers there
     sysctls: tuple[tuple[str, str], ...] = ()
     origin: Path = _origin()
 

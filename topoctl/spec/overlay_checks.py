@@ -19,6 +19,7 @@ def check_overlays(topology: Topology, by_place: dict, report: Report, flawed: s
             claimed.append((host.address.network, f"the underlay of host {host.name!r}", host.origin + ("address",)))
     vxlan_ports: dict[tuple[int, int], str] = {}
     mtu_reported: set[str] = set()
+    _check_gateways(topology, by_place, report, flawed)
 
     for overlay in topology.overlays:
         if overlay.name in names:
@@ -101,3 +102,32 @@ def _check_shared_underlay(topology: Topology, overlay, report: Report) -> None:
                        f"underlay subnet of host {host.name!r} ({host.address.network})",
                        "host-gw needs every host on one L2 underlay subnet; use type: vxlan across subnets")
                 return
+
+
+def _check_gateways(topology: Topology, by_place: dict, report: Report, flawed: set[tuple]) -> None:
+    """A host's gateway is a neighbour on its underlay subnet, and no interface of the file has it."""
+    used = {a.ip: (name, place) for place, interfaces in by_place.items()
+            for name, _, addresses in interfaces for a in addresses}
+    for host in topology.hosts:
+        gateway, path = host.gateway, host.origin + ("gateway",)
+        if gateway is None:
+            continue
+        if host.address is None:
+            if not flawed_under(flawed, host.origin + ("address",)):
+                report(path, f"host {host.name!r} has a gateway but no underlay address",
+                       f"give it the address on the gateway's subnet: hosts: {{{host.name}: {{address: ...}}}}")
+            continue
+        network = host.address.network
+        if gateway.version != network.version or gateway not in network:
+            report(path, f"gateway {gateway} of host {host.name!r} is not on its underlay subnet {network}",
+                   "a host reaches its gateway directly: use an address of that subnet")
+        elif network.version == 4 and network.prefixlen <= 30 and gateway in (network.network_address,
+                                                                              network.broadcast_address):
+            report(path, f"gateway {gateway} is the {'network' if gateway == network.network_address else 'broadcast'} "
+                   f"address of {network}", "use an address of a machine on that subnet")
+        elif gateway in used:
+            name, place = used[gateway]
+            where = f"namespace {place.namespace!r}" if place.namespace else f"host {place.host!r}"
+            report(path, f"gateway {gateway} of host {host.name!r} is an address of this topology "
+                   f"({name or 'the underlay interface'} in {where})",
+                   "the gateway is another machine on the underlay, not one of the file's interfaces")
