@@ -352,7 +352,7 @@ def show(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Emu
 
 @app.command(name="exec", context_settings={"allow_interspersed_args": False})
 def exec_(file: str = FileArg,
-          target: str = typer.Argument(..., metavar="NAMESPACE", help="A namespace of the file, or a host name."),
+          target: str = typer.Argument(..., metavar="NAMESPACE", help="A namespace of the file, a host (by name or as plan names it), or the emulated underlay."),
           command: List[str] = typer.Argument(..., metavar="-- CMD...", help="The command to run there."),
           host: Optional[str] = HostOpt, emulate: bool = EmulateOpt) -> None:
     """Run CMD inside one of the topology's namespaces (or a host's). Exits with CMD's code."""
@@ -360,15 +360,9 @@ def exec_(file: str = FileArg,
     def body() -> int:
         from topoctl.errors import UsageError
         from topoctl.kernel.namespaces import run_command_in as run_in
+        from topoctl.core.realisation import exec_scope
         context = _context(file, host, emulate)
-        topology = context.topology
-        if topology.namespace(target) is not None:
-            scope = target
-        elif target in topology.host_names():
-            scope = context.realisation.host_scope(target)
-        else:
-            names = [n.name for n in topology.namespaces] + list(topology.host_names())
-            raise UsageError(f"{target!r} is not a namespace or host of {file}", f"choose one of: {', '.join(names)}")
+        scope = exec_scope(context.topology, context.realisation, target)
         _need_privileges("exec")
         argv = command[1:] if command and command[0] == "--" else command
         if not argv:
@@ -376,6 +370,9 @@ def exec_(file: str = FileArg,
         return run_in(scope, argv)
 
     _guard(body)
+
+
+from topoctl.cli import diagnose  # noqa: E402,F401 - registers check and the other troubleshooting commands
 
 
 def version_callback(value: bool) -> None:

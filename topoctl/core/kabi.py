@@ -10,4 +10,7 @@ RTPROT_KERNEL = 2
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 0x04
 NUD_PERMANENT = 0x80
+# neighbour cache entry states (linux/neighbour.h), by the names `ip neigh` prints
+NUD_NAMES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE", 0x20: "FAILED",
+             0x40: "NOARP", 0x80: "PERMANENT", 0x00: "NONE"}
 ADDRESS_FAMILIES = (socket.AF_INET, socket.AF_INET6)

@@ -73,3 +73,21 @@ def realise(topology: Topology, host: str | None, emulate: bool,
                              "say which it is with --host")
     raise UsageError(f"the file has {len(names)} hosts and none has an underlay address of this machine",
                      f"use --host with one of: {', '.join(names)} (or --emulate to build them all here)")
+
+
+def exec_scope(topology: Topology, realisation: Realisation, target: str) -> Scope:
+    """The namespace `exec` enters for TARGET: a container namespace, a host by its name or by
+    the namespace name plan and show print for it (`docker0-local`), or, emulated, the underlay
+    (`underlay` or `<topology>-underlay`)."""
+    if topology.namespace(target) is not None:
+        return target
+    for host in topology.host_names():
+        if target == host or (realisation.emulate and target == realisation.host_scope(host)):
+            return realisation.host_scope(host)
+    if emulates_underlay(topology, realisation) and target in ("underlay", realisation.underlay_scope):
+        return realisation.underlay_scope
+    names = [n.name for n in topology.namespaces] + list(topology.host_names())
+    if emulates_underlay(topology, realisation):
+        names.append("underlay")
+    raise UsageError(f"{target!r} is not a namespace or host of the topology {topology.name!r}",
+                     f"choose one of: {', '.join(names)}")

@@ -1,0 +1,115 @@
+"""`topoctl check`: send the probes the design implies, and explain each one that does not end
+as designed, from the live state read afterwards."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+from topoctl.core.explain import Checked, CheckReport, Facts, Hop, explain
+from topoctl.core.kabi import NUD_NAMES
+from topoctl.core.probes import Probe, asked, design_probes, segments
+from topoctl.core.state import State, nft_table_name
+from topoctl.core.verdicts import source_address
+from topoctl.errors import TopoctlError, UsageError
+from topoctl.kernel.probing import run_probes
+from topoctl.kernel.sockets import Kernel
+from topoctl.run.context import Context
+
+FORWARDING = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter")
+
+
+def check(kernel: Kernel, context: Context, source: str | None = None, target: str | None = None,
+          deadline: float = 2.0) -> CheckReport:
+    started = time.monotonic()
+    topology, realisation = context.topology, context.realisation
+    probes = design_probes(topology, realisation)
+    if source is not None or target is not None:
+        _known(context, source, target)
+        probes = asked(probes, topology, realisation, source, target)
+        if not probes:
+            raise UsageError(f"the design implies no probe {_between(source, target)}",
+                             "give --to an address to probe it from --from")
+    outcomes = run_probes(probes, realisation.scope_of, deadline)
+    wrong = [o for o in outcomes if o.reached != o.probe.expect]
+    facts = _facts(kernel, context) if wrong else None
+    results = []
+    for outcome in outcomes:
+        if outcome.reached == outcome.probe.expect:
+            results.append(Checked(outcome))
+        elif not outcome.probe.expect:
+            results.append(Checked(outcome, (_let_through(outcome.probe, context),)))
+        else:
+            results.append(Checked(outcome, tuple(_explain(outcome.probe, facts, context))))
+    return CheckReport(tuple(results), time.monotonic() - started)
+
+
+def _between(source: str | None, target: str | None) -> str:
+    return " ".join(part for part in (f"from {source}" if source else "", f"to {target}" if target else "") if part)
+
+
+def _known(context: Context, source: str | None, target: str | None) -> None:
+    topology = context.topology
+    names = [n.name for n in topology.namespaces] + list(topology.host_names())
+    for given, option in ((source, "--from"), (target, "--to")):
+        if given is None or given in names:
+            continue
+        if option == "--to" and _is_address(given):
+            continue
+        raise UsageError(f"{option} {given!r} is not a namespace or host of the topology {topology.name!r}"
+                         + (" nor an address" if option == "--to" else ""), f"choose one of: {', '.join(names)}")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _let_through(probe: Probe, context: Context) -> Hop:
+    return Hop(context.realisation.scope_of(probe.source), "firewall", False,
+               f"passed, but the design forbids it ({probe.why}): the rule that drops it is not in effect",
+               "topoctl plan shows what differs from the file; topoctl apply puts it back")
+
+
+def _explain(probe: Probe, facts: Facts, context: Context) -> list[Hop]:
+    realisation = context.realisation
+    segs = segments(context.topology)
+    hops = explain(probe, facts, realisation.scope_of(probe.source), None,
+                   source_address(context.topology, segs, probe))
+    if hops and all(h.ok for h in hops):
+        hops.append(Hop(hops[-1].scope, "firewall", False,
+                        "links, routes, neighbours and forwarding let it through both ways: a firewall rule or "
+                        "a listener is the likely cause",
+                        f"topoctl trace {context.topology.source} {probe.source_label.removeprefix('host ')} "
+                        f"{probe.target}" + (f" --proto {probe.kind} --port {probe.port}" if probe.port else "")))
+    return hops
+
+
+def _facts(kernel: Kernel, context: Context) -> Facts:
+    live: State = context.observe(kernel)
+    names = {(link.scope, link.index): link.name for link in live.links.values()}
+    neighbour_states = {}
+    for scope in sorted(live.scopes, key=lambda s: s or ""):
+        try:
+            messages = kernel.rtnl(scope).neighbours()
+        except (TopoctlError, OSError):  # a namespace gone since: the walk says so itself
+            continue
+        for msg in messages:
+            dev = names.get((scope, msg.ifindex))
+            if dev is not None and msg.dst:
+                neighbour_states[(scope, dev, ipaddress.ip_address(msg.dst))] = NUD_NAMES.get(msg.state, str(msg.state))
+    wanted = [(scope, key) for scope in live.scopes for key in FORWARDING]
+    wanted += [(link.scope, f"net.ipv4.conf.{link.name}.rp_filter") for link in live.links.values()
+               if link.kind != "loopback"]
+    sysctls = kernel.read_sysctls(wanted)
+    masquerading = {}
+    table = nft_table_name(context.topology.name)
+    for bridge in context.topology.bridges:
+        scope = context.realisation.host_scope(bridge.host)
+        if bridge.masquerade and (scope, "inet", table) in live.tables:
+            masquerading.setdefault(scope, ())
+            masquerading[scope] += tuple(a.network for a in bridge.addresses)
+    return Facts(live, context.topology.name, neighbour_states, sysctls, masquerading)
