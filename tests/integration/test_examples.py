@@ -20,7 +20,7 @@ pytestmark = pytest.mark.root
 # (example, [(from, to-address)]): who must reach whom once applied. "HOST" is the emulated host.
 REACH = {
     "docker0.yaml": [("nginx-1", "172.17.0.3"), ("nginx-2", "172.17.0.2"), ("HOST", "172.17.0.2"),
-                     ("nginx-2", "172.17.0.1")],
+                     ("nginx-2", "172.17.0.1"), ("nginx-1", "192.0.2.1")],  # the last: the outside, masqueraded
     "point-to-point.yaml": [("left", "10.0.0.2"), ("right", "10.0.0.1"), ("left", "fd00:0:0:1::2")],
     "routed.yaml": [("blue-1", "10.2.0.10"), ("red-1", "10.1.0.10"), ("blue-1", "fd00:2::10"),
                     ("red-1", "fd00:1::10")],

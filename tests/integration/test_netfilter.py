@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -140,7 +141,7 @@ def test_two_bridges_carry_traffic_without_a_sysctl_and_isolated_blocks_it(sandb
 def test_vxlan_overlay_without_sysctls_carries_traffic(sandbox_factory):
     import yaml
 
-    from .conftest import ROOT
+    from .conftest import ROOT, TOPOCTL
 
     data = yaml.safe_load((ROOT / "topologies" / "vxlan-2hosts.yaml").read_text())
     for host in data["hosts"].values():
@@ -341,3 +342,28 @@ def test_destroy_puts_back_the_forwarding_it_turned_on_in_a_host_that_stays(sand
     assert subprocess.run(forward, capture_output=True, text=True).stdout.strip() == "0"
     assert not __import__("os").path.exists(paths.derived_sysctls_path(node1))
     subprocess.run(["ip", "netns", "del", node1], check=True)
+
+
+def test_the_emulated_gateway_is_the_outside_a_masquerading_bridge_reaches(sandbox_factory):
+    import yaml
+
+    from .conftest import ROOT, TOPOCTL
+
+    data = yaml.safe_load((ROOT / "topologies" / "docker0.yaml").read_text())
+    data["bridges"]["docker0"]["masquerade"] = False
+    box = sandbox_factory(data)
+    box.apply()
+    nginx, underlay = box.ns("nginx-1"), box.host("underlay")
+    for name in ("underlay", underlay, box.host()):  # the names exec takes for the emulated namespaces
+        shown = subprocess.run([*TOPOCTL, "exec", "--emulate", str(box.path), name, "--", "ip", "netns", "identify"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert shown == (box.host() if name == box.host() else underlay)
+    with probes.server(underlay, 8000, family=socket.AF_INET) as peers:
+        # the underlay has no route back to 172.17.0.0/16: without masquerade no answer comes back
+        assert probes.request(nginx, "192.0.2.1", 8000, deadline=1) is None
+        data["bridges"]["docker0"]["masquerade"] = True
+        box.write(data)
+        box.apply()
+        assert probes.request(nginx, "192.0.2.1", 8000) == b"hello from " + underlay.encode()
+        assert box.ping(nginx, "192.0.2.1")
+    assert peers[-1] == "192.0.2.2"  # the host's address, as the outside sees the container

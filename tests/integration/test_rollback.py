@@ -82,7 +82,7 @@ def _run_with_fault(box, k: int):
 def test_a_fault_at_every_step_of_a_cold_apply_leaves_nothing(sandbox_factory):
     box = sandbox_factory("docker0.yaml")
     steps = len(box.plan()["actions"])
-    assert steps == 14  # the docker0 example, with its forwarding, route_localnet and table (issue 13)
+    assert steps == 19  # the docker0 example: forwarding, route_localnet, table (issue 13), the underlay and its gateway
     for k in range(1, steps + 1):
         result = _run_with_fault(box, k)
         assert result.returncode == 1, result.stderr

@@ -63,6 +63,8 @@ class Facts:
     neighbour_states: dict[tuple[Scope, str, IPAddress], str] = field(default_factory=dict)  # "FAILED", ...
     sysctls: dict[tuple[Scope, str], str] = field(default_factory=dict)
     masquerading: dict[Scope, tuple[IPNetwork, ...]] = field(default_factory=dict)  # host -> masqueraded subnets
+    # what other tables than topoctl's may drop, by scope: (table, chain, hook, "policy drop" or the rule)
+    foreign_rules: dict[Scope, list[tuple[str, str, str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -353,3 +355,19 @@ def _seen_source(facts: Facts, left_by: list[tuple[Scope, str]], source: IPAddre
         if on_dev and not any(source in a.network for a in on_dev):
             return on_dev[0].ip
     return source
+
+
+def firewall_suspects(facts: Facts, hops: list[Hop]) -> list[Hop]:
+    """When the walk finds the path sound: the drops of other tables in the namespaces it
+    passes, as the likely causes (a rule's match is not evaluated here: `topoctl trace` does)."""
+    seen: list[Scope] = []
+    for hop in hops:
+        if hop.scope not in seen:
+            seen.append(hop.scope)
+    suspects = []
+    for scope in seen:
+        for table, chain, hook, what in facts.foreign_rules.get(scope, ()):
+            suspects.append(Hop(scope, "firewall", False,
+                                f"table {table} in {scope_label(scope)} (not topoctl's), chain {chain} (hook {hook}): "
+                                f"{what}", "topoctl trace shows whether it is the rule that drops the probe"))
+    return suspects

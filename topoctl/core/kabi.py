@@ -6,6 +6,8 @@ import socket
 AF_BRIDGE = 7
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
+IFF_RUNNING = 0x40  # operstate up: set by the kernel's linkwatch, up to a second after the carrier
+IFF_LOWER_UP = 0x10000  # the carrier
 RTPROT_KERNEL = 2
 RTN_UNICAST = 1
 RTNH_F_ONLINK = 0x04

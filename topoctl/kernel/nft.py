@@ -154,6 +154,39 @@ def read(scopes: list[Scope], name: str, foreign_in: set[Scope]) -> tuple[dict[t
     return tables, foreign
 
 
+def foreign_drops(scopes: list[Scope], ours: str) -> dict[Scope, list[tuple[str, str, str, str]]]:
+    """What in other tables than `ours` may drop traffic, per scope: (table, chain, hook, what)
+    for every base chain whose policy is drop ("policy drop") and every rule of a base chain
+    that drops or rejects (its text). Read for `check`'s explanations, never written."""
+
+    def read_here(scope: Scope) -> list[tuple[str, str, str, str]]:
+        found = []
+        for table in parse_tables(_run_here("list ruleset"), scope):
+            if table.name == ours:
+                continue
+            for chain in table.chains:
+                words = chain.header.replace(";", " ").split()
+                if "hook" not in words:
+                    continue
+                hook = words[words.index("hook") + 1]
+                where = (f"{table.family} {table.name}", chain.name, hook)
+                if "policy drop" in chain.header:
+                    found.append((*where, "policy drop"))
+                found += [(*where, rule) for rule in chain.rules if f" {rule} ".find(" drop ") >= 0
+                          or " reject" in f" {rule}"]
+        return found
+
+    existing = set(ns.list_netns())
+    steps = [(scope, (lambda scope=scope: read_here(scope))) for scope in scopes
+             if scope is None or scope in existing]
+    results, error = ns.run_each_in_order(steps)
+    if isinstance(error, NftError):
+        raise _refused("reading nftables tables", steps[len(results)][0], error) from None
+    if error is not None:
+        raise error
+    return {scope: found for (scope, _), found in zip(steps, results) if found}
+
+
 def write_table(table: NftTable) -> None:
     try:
         _in_scope(table.scope, lambda: _run_here(replace_script(table)))

@@ -19,10 +19,12 @@ import struct
 import time
 from typing import Callable
 
+from topoctl.core.kabi import IFF_LOWER_UP, IFF_RUNNING
 from topoctl.core.probes import ICMP, TCP, Outcome, Probe
 from topoctl.core.state import Scope
 from topoctl.kernel import namespaces as ns
-from topoctl.kernel.sockets import _allow_descriptors
+from topoctl.errors import TopoctlError
+from topoctl.kernel.sockets import Kernel, _allow_descriptors
 
 IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3  # DF set, the cached path MTU ignored
 IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE, IPV6_DONTFRAG = 23, 3, 62
@@ -172,6 +174,29 @@ def _open(probes: list[Probe], scope_of: Callable, sockets: _Sockets) -> None:
             sockets.failed[i] = f"namespace {scope_of(probe.source)} does not exist"
 
 
+def wait_for_links(kernel: Kernel, scopes: list[Scope], limit: float = 2.0) -> float:
+    """Wait until every interface that has a carrier in these namespaces is running. The kernel
+    marks it so in its linkwatch work, up to a second after the carrier came: until then it
+    drops what is sent through it, and a check right after an apply would report that.
+    Returns the seconds waited (at most `limit`; interfaces without a carrier are not waited for)."""
+    started = time.monotonic()
+    while True:
+        pending = [scope for scope in scopes
+                   if any(msg.flags & IFF_LOWER_UP and not msg.flags & IFF_RUNNING for msg in _links(kernel, scope))]
+        waited = time.monotonic() - started
+        if not pending or waited >= limit:
+            return waited
+        scopes = pending
+        time.sleep(0.02)
+
+
+def _links(kernel: Kernel, scope: Scope) -> list:
+    try:
+        return kernel.rtnl(scope).links()
+    except (TopoctlError, OSError):
+        return []  # gone: the probes say so
+
+
 def run_probes(probes: list[Probe], scope_of: Callable, deadline: float = 2.0) -> list[Outcome]:
     """Every probe at once; each has `deadline` seconds from the start to be answered."""
     sockets = _Sockets()
@@ -189,6 +214,8 @@ def _exchange(probes: list[Probe], scope_of: Callable, sockets: _Sockets, deadli
     token = {i: b"topoctl-check-%d-%d" % (os.getpid(), i) for i in range(len(probes))}
     by_token = {t: i for i, t in token.items()}
     pending_echo: dict[int, float] = {}  # probe -> when its echo was last sent
+    errors: dict[int, str] = {}  # the last error of a probe that is tried again until the deadline
+    retry_connect: dict[int, float] = {}  # TCP probes to connect again (unreachable so far), and when
     roles: dict[socket.socket, tuple[str, int]] = {}  # what a ready socket is: its role, its probe
     with selectors.DefaultSelector() as selector:  # epoll: more than FD_SETSIZE sockets at N=1000
 
@@ -235,7 +262,7 @@ def _exchange(probes: list[Probe], scope_of: Callable, sockets: _Sockets, deadli
                 role, i = roles[sock]
                 elapsed = time.monotonic() - started
                 if role == "icmp":
-                    _read_echoes(sock, probes, base, results, started)
+                    _read_echoes(sock, probes, base, results, started, errors)
                 elif role == "listener":
                     conn = _serve(sock)
                     if conn is not None:
@@ -251,7 +278,10 @@ def _exchange(probes: list[Probe], scope_of: Callable, sockets: _Sockets, deadli
                     forget(sock)
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     probe = probes[i]
-                    if err:
+                    if err in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                        errors[i] = os.strerror(err)  # no neighbour yet: tried again, as ICMP is
+                        retry_connect[i] = time.monotonic()
+                    elif err:
                         results[i] = Outcome(probe, False, "refused: a reset came back, nothing listens where it "
                                              "arrived" if err == errno.ECONNREFUSED else os.strerror(err), elapsed)
                     elif sockets.listeners.get((scope_of(probe.listen[0]), TCP, probe.listen[1]), 1) is None:
@@ -268,6 +298,15 @@ def _exchange(probes: list[Probe], scope_of: Callable, sockets: _Sockets, deadli
                 elif role == "sent":
                     forget(sock)  # the server closed: the outcome is the token's, at the listener
             now = time.monotonic()
+            for i, failed in list(retry_connect.items()):
+                if now - failed >= RESEND:
+                    del retry_connect[i]
+                    sock = sockets.clients[i]
+                    err = sock.connect_ex((str(probes[i].target), probes[i].port))
+                    if err in (0, errno.EINPROGRESS):
+                        watch(sock, selectors.EVENT_WRITE, "connecting", i)
+                    else:
+                        errors[i], retry_connect[i] = os.strerror(err), now
             for i, sent in list(pending_echo.items()):
                 if i in results:
                     del pending_echo[i]
@@ -287,7 +326,8 @@ def _exchange(probes: list[Probe], scope_of: Callable, sockets: _Sockets, deadli
                 what = f"connected, but not to port {probe.listen[1]} of {probe.listen[0].namespace}: nothing arrived there"
             else:
                 what = "no reply" if probe.kind == ICMP else "no answer"
-            results[i] = Outcome(probe, False, f"{what} within {deadline:.1f} s")
+            what = errors[i] if i in errors and role != "sent" else f"{what} within {deadline:.1f} s"
+            results[i] = Outcome(probe, False, what)
     return [results[i] for i in range(len(probes))]
 
 
@@ -335,7 +375,8 @@ def _send_echo(sockets: _Sockets, scope_of: Callable, probe: Probe, ident: int, 
         return False
 
 
-def _read_echoes(sock: socket.socket, probes: list[Probe], base: int, results: dict, started: float) -> None:
+def _read_echoes(sock: socket.socket, probes: list[Probe], base: int, results: dict, started: float,
+                 errors: dict[int, str]) -> None:
     version = 4 if sock.family == socket.AF_INET else 6
     while True:
         try:
@@ -355,4 +396,6 @@ def _read_echoes(sock: socket.socket, probes: list[Probe], base: int, results: d
         if what == "reply":
             results[i] = Outcome(probes[i], True, f"reply after {elapsed * 1000:.1f} ms", elapsed)
         else:
-            results[i] = Outcome(probes[i], False, what, elapsed)
+            # not final: a neighbour entry left FAILED by an earlier break answers the first
+            # packets with "host unreachable" while it resolves again
+            errors[i] = what

@@ -6,13 +6,16 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from topoctl.core.explain import Checked, CheckReport, Facts, Hop, explain
+from topoctl.core.explain import Checked, CheckReport, Facts, Hop, explain, firewall_suspects
 from topoctl.core.kabi import NUD_NAMES
 from topoctl.core.probes import Probe, asked, design_probes, segments
 from topoctl.core.state import State, nft_table_name
 from topoctl.core.verdicts import source_address
 from topoctl.errors import TopoctlError, UsageError
-from topoctl.kernel.probing import run_probes
+from topoctl.kernel import nft
+from topoctl.core.realisation import emulates_underlay
+from topoctl.kernel.namespaces import list_netns
+from topoctl.kernel.probing import run_probes, wait_for_links
 from topoctl.kernel.sockets import Kernel
 from topoctl.run.context import Context
 
@@ -30,6 +33,12 @@ def check(kernel: Kernel, context: Context, source: str | None = None, target: s
         if not probes:
             raise UsageError(f"the design implies no probe {_between(source, target)}",
                              "give --to an address to probe it from --from")
+    scopes = {realisation.scope_of(p.source) for p in probes} | {realisation.scope_of(p.listen[0]) for p in probes if p.listen}
+    scopes |= {realisation.host_scope(h) for h in realisation.hosts}
+    if emulates_underlay(topology, realisation):
+        scopes.add(realisation.underlay_scope)
+    existing = set(list_netns())
+    wait_for_links(kernel, sorted((s for s in scopes if s is None or s in existing), key=lambda s: s or ""))
     outcomes = run_probes(probes, realisation.scope_of, deadline)
     wrong = [o for o in outcomes if o.reached != o.probe.expect]
     facts = _facts(kernel, context) if wrong else None
@@ -79,7 +88,9 @@ def _explain(probe: Probe, facts: Facts, context: Context) -> list[Hop]:
     segs = segments(context.topology)
     hops = explain(probe, facts, realisation.scope_of(probe.source), None,
                    source_address(context.topology, segs, probe))
-    if hops and all(h.ok for h in hops):
+    if hops and all(h.ok for h in hops) and (suspects := firewall_suspects(facts, hops)):
+        hops += suspects
+    elif hops and all(h.ok for h in hops):
         hops.append(Hop(hops[-1].scope, "firewall", False,
                         "links, routes, neighbours and forwarding let it through both ways: a firewall rule or "
                         "a listener is the likely cause",
@@ -112,4 +123,5 @@ def _facts(kernel: Kernel, context: Context) -> Facts:
         if bridge.masquerade and (scope, "inet", table) in live.tables:
             masquerading.setdefault(scope, ())
             masquerading[scope] += tuple(a.network for a in bridge.addresses)
-    return Facts(live, context.topology.name, neighbour_states, sysctls, masquerading)
+    rules = nft.foreign_drops(sorted(live.scopes, key=lambda s: s or ""), table) if nft.available() else {}
+    return Facts(live, context.topology.name, neighbour_states, sysctls, masquerading, rules)
