@@ -58,7 +58,7 @@ export DEMO_ASK := import socket, time\nfor _ in range(50):\n    try:\n        c
 
 # Build the classic docker0 example in an emulated host, show the plan, apply it, prove the
 # containers reach each other, the host and the outside, and a published port answers; show the
-# script, destroy it.
+# script, check every path the design implies, destroy it.
 demo: $(STAMP) bytecode sysdeps
 	@set -euo pipefail; \
 	trap '$(TOPOCTL) destroy --emulate $(DEMO) >/dev/null 2>&1 || true' EXIT; \
@@ -86,6 +86,8 @@ demo: $(STAMP) bytecode sysdeps
 	kill $$server 2>/dev/null; wait $$server 2>/dev/null || true; \
 	echo; echo "== a second apply changes nothing"; $(TOPOCTL) apply --emulate $(DEMO); \
 	echo; echo "== topoctl render $(DEMO)  (the script for a real host, from an empty one: what the emulated run built, less the emulated host and underlay)"; $(TOPOCTL) render $(DEMO); \
+	echo; echo "== topoctl check --emulate $(DEMO)  (every path the design implies, probed from inside the namespaces)"; \
+	$(TOPOCTL) check --emulate $(DEMO); \
 	echo; echo "== topoctl destroy --emulate $(DEMO)"; $(TOPOCTL) destroy --emulate $(DEMO); \
 	trap - EXIT; echo; echo "demo complete: nothing of it is left (ip netns list is empty of it)"
 

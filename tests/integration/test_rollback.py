@@ -279,7 +279,7 @@ def test_a_signal_before_the_first_step_changes_nothing(sandbox_factory):
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 143, err
-    assert "stopped after step 0 of 14: terminated (SIGTERM)" in err and "rolled back: nothing had been changed" in err, err
+    assert "stopped after step 0 of 19: terminated (SIGTERM)" in err and "rolled back: nothing had been changed" in err, err
     assert box.leftovers() == []
 
 

@@ -327,7 +327,7 @@ def explain(probe: Probe, facts: Facts, source_scope: Scope, target_scope: Scope
     try:
         there.run(source_scope, probe.target, source)
     except _Broken as broken:
-        return there.hops + there.symptoms + [broken.hop]
+        return there.hops + [broken.hop] + there.symptoms
     arrived = there.hops[-1].scope if there.hops else target_scope
     back_to = _seen_source(facts, there.left_by, source)
     if back_to is None:

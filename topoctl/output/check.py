@@ -36,7 +36,7 @@ def print_check(console: "Console", report: CheckReport) -> None:
     good = sum(1 for r in report.results if r.as_designed)
     bad = len(report.results) - good
     colour = "green" if bad == 0 else "red"
-    console.print(f"\n[{colour}]Check: {len(report.results)} probes in {report.seconds:.1f}s: {good} as designed, "
+    console.print(f"\n[{colour}]Check: {len(report.results)} probes in {report.seconds:.2f}s: {good} as designed, "
                   f"{bad} not.[/{colour}]")
 
 
