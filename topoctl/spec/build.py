@@ -13,6 +13,7 @@ from typing import Any
 from topoctl.errors import Diagnostic
 from topoctl.spec import rates
 from topoctl.spec.build_netfilter import firewall, published_ports
+from topoctl.spec.design_warnings import warn_design
 from topoctl.spec import values
 from topoctl.spec.values import Problems
 from topoctl.spec.overlay_mtu import apply_overlay_mtu
@@ -272,5 +273,7 @@ def build_topology(data: dict, file: str, marks: Any) -> tuple[Topology, list[Di
     from topoctl.spec.checks import check_topology
 
     check_topology(topology, problems.add_between, problems.flawed)
+    if not problems.found:
+        warn_design(topology, problems.warn)
     return replace(topology, warnings=tuple(problems.warnings)), problems.found
 

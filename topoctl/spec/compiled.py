@@ -28,7 +28,7 @@ MAX_ENTRIES = 64
 # them from a real load): a change to any of them may change what a load gives.
 _SOURCES = ("__init__.py", "errors.py", "paths.py", "spec/__init__.py", "spec/loader.py", "spec/compiled.py",
             "spec/yaml_source.py", "spec/build.py", "spec/checks.py", "spec/overlay_checks.py", "spec/model.py",
-            "spec/build_netfilter.py", "spec/values.py", "spec/forwarding.py", "spec/netfilter_checks.py", "spec/rates.py", "spec/overlay_mtu.py",
+            "spec/build_netfilter.py", "spec/values.py", "spec/design_warnings.py", "spec/forwarding.py", "spec/netfilter_checks.py", "spec/rates.py", "spec/overlay_mtu.py",
             "spec/topology.schema.json")
 
 
