@@ -14,7 +14,7 @@ all: test
 # Debian packages the demo and the tests use: ping (iputils-ping), brctl (bridge-utils), ip,
 # and nftables (libnftables1, which topoctl loads for NAT, ports and firewalls, and nft);
 # and the benchmark's CNI peer (bench/cni.py): the reference plugins, and iptables, which their
-# portmap and ipMasq run (Debian's is the nf_tables one).
+# portmap and ipMasq run (Debian's is the nf_tables one); Graphviz, for `topoctl graph --format svg`.
 sysdeps:
 	@missing=""; \
 	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
@@ -23,6 +23,7 @@ sysdeps:
 	command -v nft >/dev/null || missing="$$missing nftables"; \
 	test -x /usr/lib/cni/bridge || missing="$$missing containernetworking-plugins"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \

@@ -64,3 +64,12 @@ def derived_sysctls_path(scope: str | None) -> str:
     """Forwarding keys topoctl turned on in a namespace that may outlive its topologies (the
     root one, an emulated host): the value before, and which topologies need it."""
     return state_path("sysctls", ("_root" if scope is None else scope) + ".json")
+
+
+def deployments_dir() -> str:
+    return state_path("deployments")
+
+
+def deployment_path(topology: str) -> str:
+    """Which file a topology was applied from on this machine, how, and for which hosts (ls)."""
+    return state_path("deployments", f"{topology}.json")

@@ -105,7 +105,8 @@ class Sandbox:
         routes = Path(paths.routes_record_dir(self.topology))
         if routes.exists():
             found.append(str(routes))
-        for record in (Path(paths.tables_record_path(self.topology)), *Path(paths.derived_sysctls_dir()).glob(f"*{self.uid}*")):
+        for record in (Path(paths.tables_record_path(self.topology)), Path(paths.deployment_path(self.topology)),
+                       *Path(paths.derived_sysctls_dir()).glob(f"*{self.uid}*")):
             if record.exists():
                 found.append(str(record))
         return found
@@ -117,6 +118,7 @@ class Sandbox:
         for path in Path(paths.netns_records_dir()).glob(f"*{self.uid}*"):
             path.unlink()
         Path(paths.tables_record_path(self.topology)).unlink(missing_ok=True)
+        Path(paths.deployment_path(self.topology)).unlink(missing_ok=True)
         for path in Path(paths.derived_sysctls_dir()).glob(f"*{self.uid}*"):
             path.unlink()
         for path in Path(paths.lock_dir()).glob(f"*{self.uid}*.lock"):

@@ -565,3 +565,21 @@ def test_a_sysctl_written_unlike_the_kernel_prints_it_converges():
     script = render_build(ctx)
     assert "ip netns exec nginx-1 sysctl -qw 'net.ipv4.ip_local_port_range=32768 60999'" in script
     assert "ip netns exec nginx-1 sysctl -qw 'net.ipv4.tcp_rmem=4096 131072 6291456'" in script
+
+
+def test_conflicts_are_one_per_line_and_the_hint_names_who_owns_them():
+    ctx = context()
+    live = State(namespaces={"nginx-1": Netns("nginx-1", owner="other"), HOST: Netns(HOST, owner=None)})
+    with pytest.raises(OwnershipConflict) as caught:
+        plan(ctx.desired, live, "demo")
+    assert caught.value.message.splitlines() == [
+        "2 objects of the file already exist and are not this topology's:",
+        f"  - namespace {HOST} already exists and belongs to nobody topoctl knows",
+        "  - namespace nginx-1 already exists and belongs to topology 'other'"]
+    assert caught.value.hint == ("they belong to topology 'other': destroy that topology first (topoctl ls shows its "
+                                 "file), or rename them in this file; topoctl never takes over objects it did not "
+                                 "create: rename them in the file, or remove the existing ones by hand")
+    live = State(namespaces={"nginx-1": Netns("nginx-1", owner="other")})
+    with pytest.raises(OwnershipConflict) as caught:
+        plan(ctx.desired, live, "demo")
+    assert "never takes over" not in caught.value.hint and "topology 'other'" in caught.value.hint

@@ -18,7 +18,7 @@ from topoctl import __version__
 from topoctl.errors import InvalidTopology, Terminated, TopoctlError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+    add_completion=True, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
     help="Declarative topology-as-code for Linux container networking.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -131,9 +131,8 @@ def _deployment(file: str, host: Optional[str], emulate: bool):
     """The file's topology and how this run realises it (pure: what render needs)."""
     from topoctl.core.desired import Deployment
     from topoctl.core.realisation import realise
-    from topoctl.spec.loader import load_file
 
-    topology = load_file(file)
+    topology = _load(file)
     _warn_about(topology)
 
     def machine_addresses() -> set:  # only for a multi-host file without --host or --emulate
@@ -141,6 +140,20 @@ def _deployment(file: str, host: Optional[str], emulate: bool):
         return local_addresses()
 
     return Deployment(topology, realise(topology, host, emulate, machine_addresses))
+
+
+_stdin_text: list = []  # "-" is read once, whichever command reads it first
+
+
+def _load(file: str):
+    """FILE, or the topology on stdin when FILE is '-' (its problems are reported at <stdin>:LINE:COL)."""
+    if file != "-":
+        from topoctl.spec.loader import load_file
+        return load_file(file)
+    from topoctl.spec.loader import load_text
+    if not _stdin_text:
+        _stdin_text.append(sys.stdin.read())
+    return load_text(_stdin_text[0], "<stdin>")
 
 
 def _context(file: str, host: Optional[str], emulate: bool):
@@ -176,11 +189,10 @@ def validate(files: List[str] = typer.Argument(..., metavar="FILE...", help="Top
     """Check files against the schema and the semantic rules. Needs no root."""
 
     def body() -> int:
-        from topoctl.spec.loader import load_file
         problems, warnings = [], []
         for file in files:
             try:
-                topology = load_file(file)
+                topology = _load(file)
                 warnings.extend(topology.warnings)
                 _warn_about(topology)
                 if output == Output.text:
@@ -316,17 +328,22 @@ def destroy(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = 
 def render(file: str = FileArg, host: Optional[str] = HostOpt,
            emulate: bool = typer.Option(False, "--emulate", help="Address each host as the namespace <topology>-<host>."),
            teardown: bool = typer.Option(False, "--teardown", help="Print the script that removes the topology."),
-           flavor: Flavor = typer.Option(Flavor.ip, "--flavor", help="ip: iproute2 only; brctl: brctl for bridge steps.")) -> None:
+           flavor: Flavor = typer.Option(Flavor.ip, "--flavor", help="ip: iproute2 only; brctl: brctl for bridge steps."),
+           output: Output = typer.Option(Output.text, "--output", "-o",
+                                         help="text: the shell script; json: its actions, as plan -o json.")) -> None:
     """Print the equivalent shell script (from the same plan apply executes). Needs no root."""
 
     def body() -> int:
-        from topoctl.output.render import render_build, render_teardown
+        from topoctl.output.render import build_plan, render_plan, teardown_plan
         deployment = _deployment(file, host, emulate)
-        script = (render_teardown if teardown else render_build)(deployment, flavor.value)
-        sys.stdout.write(script)
+        the_plan = (teardown_plan if teardown else build_plan)(deployment)
+        if output == Output.json:
+            print(json.dumps(the_plan.as_json(), indent=2))  # the actions the script runs, as plan -o json
+        else:
+            sys.stdout.write(render_plan(the_plan, deployment, flavor.value, teardown=teardown))
         return 0
 
-    _guard(body)
+    _guard(body, output)
 
 
 @app.command()

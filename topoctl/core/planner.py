@@ -82,7 +82,7 @@ class _Planner:
         self.live = live
         self.topology = topology
         self.actions: list[Action] = []
-        self.conflicts: list[str] = []
+        self.conflicts: list[tuple[str, str | None]] = []  # (what, the topology owning it)
         self.notes: list[str] = []
         self.warnings: list[str] = []  # what may defeat the design, though the plan can do nothing about it
         self.fresh_scopes: set[Scope] = set()  # created by this plan: everything inside is new
@@ -103,7 +103,7 @@ class _Planner:
                 self.fresh_scopes.add(name)
             elif have.owner != self.topology:
                 owner = f"topology {have.owner!r}" if have.owner else "nobody topoctl knows"
-                self.conflicts.append(f"namespace {name} already exists and belongs to {owner}")
+                self.conflicts.append((f"namespace {name} already exists and belongs to {owner}", have.owner))
         for name, have in self.live.namespaces.items():
             if have.owner == self.topology and name not in self.desired.namespaces:
                 # A container namespace is wholly ours; an (emulated) host or the underlay stands
@@ -135,8 +135,8 @@ class _Planner:
             return have, True
         if not self.owns_link(have):
             owner = f"topology {have.owner!r}" if have.owner else "nobody topoctl knows"
-            self.conflicts.append(f"interface {want.name} in {scope_label(want.scope)} already exists "
-                                  f"({have.kind}) and belongs to {owner}")
+            self.conflicts.append((f"interface {want.name} in {scope_label(want.scope)} already exists "
+                                   f"({have.kind}) and belongs to {owner}", have.owner))
             return have, False
         return have, True
 
@@ -277,8 +277,8 @@ class _Planner:
             elif have is None:
                 self.actions.append(AddRoute(want))
             elif have.owner != self.topology:
-                self.conflicts.append(f"route {want.dst} in {scope_label(want.scope)} already exists and is not owned "
-                                      f"by topology {self.topology!r}")
+                self.conflicts.append((f"route {want.dst} in {scope_label(want.scope)} already exists and is not owned "
+                                       f"by topology {self.topology!r}", have.owner))
             elif not want.satisfied_by(have):
                 self.actions.append(ReplaceRoute(have, want))
         unwanted = [have for key, have in self.live.routes.items()
@@ -397,11 +397,27 @@ def plan(desired: State, live: State, topology: str) -> Plan:
     planner.tables()
     planner.rates()
     if planner.conflicts:
-        raise OwnershipConflict(
-            "; ".join(planner.conflicts),
-            "topoctl never takes over objects it did not create: rename them in the file, "
-            "or remove the existing ones by hand",
-        )
+        raise _conflict(planner.conflicts)
     actions = sorted(planner.actions, key=lambda a: a.sort_key())
     return Plan(topology=topology, actions=tuple(actions), notes=tuple(planner.notes),
                 warnings=tuple(planner.warnings))
+
+
+def _conflict(conflicts: list[tuple[str, str | None]]) -> OwnershipConflict:
+    """One object per line; the hint says who owns them: another topology (destroy it, or
+    rename), or nobody topoctl knows (topoctl never takes those over)."""
+    if len(conflicts) == 1:
+        message = conflicts[0][0]
+    else:
+        message = f"{len(conflicts)} objects of the file already exist and are not this topology's:" + "".join(
+            f"\n  - {text}" for text, _ in conflicts)
+    owners = sorted({owner for _, owner in conflicts if owner})
+    hints = []
+    if owners:
+        names = ", ".join(repr(o) for o in owners)
+        hints.append(f"{'they belong' if len(conflicts) > 1 else 'it belongs'} to topology {names}: destroy that "
+                     "topology first (topoctl ls shows its file), or rename them in this file")
+    if any(owner is None for _, owner in conflicts):
+        hints.append("topoctl never takes over objects it did not create: rename them in the file, "
+                     "or remove the existing ones by hand")
+    return OwnershipConflict(message, "; ".join(hints))

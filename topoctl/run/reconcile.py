@@ -111,8 +111,17 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
     records.prune_table_scopes(context.topology.name, set(ns.list_netns()), keep_root=not destroy)
     if destroy and check.empty:
         release_needs(context)
+    if check.empty:
+        records.record_deployment(topology, _source(context), context.realisation.emulate,
+                                  tuple(context.realisation.hosts), present=not destroy)
     if not check.empty:
         raise VerificationFailed(differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")
     signals.phase = "done"
     return ApplyReport(plan=the_plan, seconds=time.monotonic() - started, writes=kernel.writes - writes_before)
+
+
+def _source(context: Context) -> str:
+    """The file the topology came from, as a path that still names it from elsewhere."""
+    source = context.topology.source
+    return os.path.abspath(source) if source not in ("-", "<stdin>", "<memory>", "<string>") else source

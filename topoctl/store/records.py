@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 from topoctl import paths
-from topoctl.paths import (derived_sysctls_dir, derived_sysctls_path, netns_record_path, route_record_name,  # noqa: F401
+from topoctl.paths import (deployment_path, deployments_dir, derived_sysctls_dir, derived_sysctls_path,  # noqa: F401
+                           netns_record_path, route_record_name,
                            routes_record_dir, tables_record_path)
 
 
@@ -323,3 +324,45 @@ def derived_sysctl_scopes() -> list[str | None]:
     except FileNotFoundError:
         return []
     return [None if n == "_root.json" else n[:-5] for n in sorted(names) if n.endswith(".json")]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What `topoctl ls` knows of a topology applied here: the file, --emulate, the hosts."""
+
+    topology: str
+    file: str
+    emulate: bool
+    hosts: tuple[str, ...]
+
+
+def record_deployment(topology: str, file: str, emulate: bool, hosts: tuple[str, ...], present: bool) -> None:
+    """After an apply (present) the hosts are added; after a destroy they are taken away, and the
+    record goes with the last one."""
+    old = deployments().get(topology)
+    have = set(old.hosts) if old is not None else set()
+    hosts_now = sorted(have | set(hosts)) if present else sorted(have - set(hosts))
+    path = deployment_path(topology)
+    if not hosts_now:
+        if old is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return
+    new = Deployed(topology, file if present or old is None else old.file,
+                   emulate if present or old is None else old.emulate, tuple(hosts_now))
+    if new != old:
+        _write_json(path, {"topology": new.topology, "file": new.file, "emulate": new.emulate, "hosts": list(new.hosts)})
+
+
+def deployments() -> dict[str, Deployed]:
+    found = {}
+    try:
+        names = sorted(os.listdir(deployments_dir()))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    for name in names:
+        data = _read_json(os.path.join(deployments_dir(), name)) if name.endswith(".json") else None
+        if isinstance(data, dict) and isinstance(data.get("topology"), str) and isinstance(data.get("file"), str):
+            found[data["topology"]] = Deployed(data["topology"], data["file"], bool(data.get("emulate")),
+                                               tuple(h for h in data.get("hosts", ()) if isinstance(h, str)))
+    return found
