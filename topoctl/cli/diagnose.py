@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from topoctl.cli import (EmulateOpt, FileArg, HostOpt, Output, OutputOpt, _context, _deployment, _guard,
+from topoctl.cli import (EmulateOpt, FileArg, HostOpt, LockTimeoutOpt, Output, OutputOpt, _context, _deployment, _guard,
                          _need_privileges, app, out)
 
 
@@ -108,6 +108,40 @@ def list_deployed(output: Output = OutputOpt) -> None:
             print(json.dumps([row.as_json() for row in rows], indent=2))
         else:
             print_listing(out.console, rows)
+        return 0
+
+    _guard(body, output)
+
+
+class Proto(str, Enum):
+    icmp = "icmp"
+    tcp = "tcp"
+    udp = "udp"
+
+
+@app.command()
+def trace(file: str = FileArg,
+          source: str = typer.Argument(..., metavar="FROM", help="A namespace or host of the file."),
+          target: str = typer.Argument(..., metavar="TO", help="A namespace of the file, or an address."),
+          host: Optional[str] = HostOpt, emulate: bool = EmulateOpt, output: Output = OutputOpt,
+          proto: Proto = typer.Option(Proto.icmp, "--proto", help="icmp (an echo), tcp (a connection) or udp."),
+          port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="The port, for tcp and udp."),
+          lock_timeout: float = LockTimeoutOpt) -> None:
+    """Send one probe FROM -> TO with nftables tracing on along its path; print every rule and
+    chain policy that matched it, with its verdict. The trace tables are always removed."""
+
+    def body() -> int:
+        from topoctl.kernel.sockets import Kernel
+        from topoctl.output.trace import print_trace, trace_json
+        from topoctl.run.tracing import run_trace
+        context = _context(file, host, emulate)
+        _need_privileges("trace")
+        with Kernel() as kernel:
+            report = run_trace(kernel, context, source, target, proto.value, port, lock_timeout)
+        if output == Output.json:
+            print(json.dumps(trace_json(report), indent=2))
+        else:
+            print_trace(out, report)
         return 0
 
     _guard(body, output)

@@ -48,6 +48,7 @@ def _library() -> ctypes.CDLL:
                     getattr(lib, name).restype = ctypes.c_char_p
                     getattr(lib, name).argtypes = [ctypes.c_void_p]
                 lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+                lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
                 _lib = lib
         if _lib is None:
             raise KernelError(f"nftables is not available: {_missing}", PACKAGE_HINT)
@@ -68,7 +69,10 @@ class NftError(Exception):
         self.message = message
 
 
-def _run_here(commands: str) -> str:
+OUTPUT_HANDLE = 1 << 3  # NFT_CTX_OUTPUT_HANDLE: listings end each rule with "# handle N"
+
+
+def _run_here(commands: str, flags: int = 0) -> str:
     """Run nft commands in this thread's namespace, in a context of their own (the context's
     netlink socket belongs to the namespace it was opened in)."""
     lib = _library()
@@ -76,6 +80,8 @@ def _run_here(commands: str) -> str:
     if not ctx:
         raise NftError("libnftables could not make a context")
     try:
+        if flags:
+            lib.nft_ctx_output_set_flags(ctx, flags)
         lib.nft_ctx_buffer_output(ctx)
         lib.nft_ctx_buffer_error(ctx)
         rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
@@ -185,6 +191,16 @@ def foreign_drops(scopes: list[Scope], ours: str) -> dict[Scope, list[tuple[str,
     if error is not None:
         raise error
     return {scope: found for (scope, _), found in zip(steps, results) if found}
+
+
+def run_in_each(steps: list[tuple[Scope, str]], flags: int = 0) -> tuple[list[str], tuple[Scope, str] | None]:
+    """nft commands in each namespace, in order, by one thread; stops at the first that fails:
+    (the outputs of those done, (the scope, its error) or None). For trace's own tables."""
+    results, error = ns.run_each_in_order([(scope, (lambda text=text: _run_here(text, flags))) for scope, text in steps])
+    if error is None:
+        return results, None
+    failed = steps[len(results)][0]
+    return results, (failed, error.message if isinstance(error, NftError) else str(error))
 
 
 def write_table(table: NftTable) -> None:

@@ -126,8 +126,10 @@ def progress_bar(console: Callable[[], Console] | None) -> Iterator:
             bar.stop()
 
 
-def _owned_view(state: State, topology: str) -> dict:
-    """This topology's objects in a live state, as plain data (the --output json form)."""
+def _owned_view(state: State, topology: str, indexes: bool = False) -> dict:
+    """This topology's objects in a live state, as plain data (the --output json form).
+    `indexes`: with the kernel's ifindexes (for people; the JSON leaves them out, since a link
+    made again gets another and the state is otherwise the same)."""
     owned_ns = {name for name, n in state.namespaces.items() if n.owner == topology}
     links = [link for link in state.links.values()
              if link.owner == topology or (link.kind == "loopback" and link.scope in owned_ns)]
@@ -162,10 +164,31 @@ def _owned_view(state: State, topology: str) -> dict:
         "rates": [{"netns": scope, "dev": dev, "rate": q.rate, "burst": q.burst, "limit": q.limit}
                   for (scope, dev), q in sorted(state.qdiscs.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
                   if not isinstance(q, str) and (scope, dev) in link_keys],
+        "bridges": _bridges(state, links, indexes),
         "tables": [{"netns": t.scope, "family": t.family, "name": t.name,
                     "chains": [{"name": c.name, "header": c.header, "rules": list(c.rules)} for c in t.chains]}
                    for t in sorted(state.tables.values(), key=lambda t: (t.scope or "", t.family, t.name))],
     }
+
+
+def _bridges(state: State, links: list, indexes: bool) -> list[dict]:
+    """The brctl-show view of the topology's bridges: each port, and where its veth peer is
+    (found by the peer's ifindex, as `ip link` shows `@ifN`)."""
+    out = []
+    for bridge in sorted((link for link in links if link.kind == "bridge"), key=lambda k: (k.scope or "", k.name)):
+        ports = []
+        for port in sorted((link for link in state.links.values() if link.scope == bridge.scope
+                            and link.master == bridge.name), key=lambda k: k.name):
+            peer = state.links.get(port.peer) if port.peer else None
+            row = {"port": port.name, "state": "up" if port.up else "down",
+                   "peer": {"netns": port.peer[0], "name": port.peer[1]} if port.peer else None}
+            if indexes:
+                row["ifindex"] = port.index or None
+                if row["peer"] is not None:
+                    row["peer"]["ifindex"] = (peer.index or None) if peer else None
+            ports.append(row)
+        out.append({"netns": bridge.scope, "bridge": bridge.name, "stp": bool(bridge.stp), "ports": ports})
+    return out
 
 
 def state_json(state: State, context) -> dict:
@@ -175,7 +198,7 @@ def state_json(state: State, context) -> dict:
 def print_state(console: Console, state: State, context) -> None:
     from rich.table import Table
 
-    view = _owned_view(state, context.topology.name)
+    view = _owned_view(state, context.topology.name, indexes=True)
     if not view["namespaces"] and not view["links"]:
         console.print(f"Nothing of topology {escape(context.topology.name)} exists. Run apply to build it.")
         return
@@ -210,10 +233,44 @@ def print_state(console: Console, state: State, context) -> None:
             table.add_row(escape(scope_label(n["netns"])), escape(n["dev"]), n["ip"], n["mac"],
                           dst_of.get((n["netns"], n["dev"], n["mac"]), "[red]missing[/red]"))
         console.print(table)
+    if view["bridges"]:
+        table = Table(title="Bridges (brctl show)", title_justify="left")
+        for column in ("netns", "bridge", "stp", "port", "ifindex", "state", "peer", "peer ifindex"):
+            table.add_column(column)
+        for b in view["bridges"]:
+            for i, port in enumerate(b["ports"] or [None]):
+                first = (escape(scope_label(b["netns"])), escape(b["bridge"]), "yes" if b["stp"] else "no") if i == 0 \
+                    else ("", "", "")
+                if port is None:
+                    table.add_row(*first, "", "", "", "", "")
+                    continue
+                peer = port["peer"]
+                where = f"{peer['name']}@{scope_label(peer['netns'])}" if peer else ""
+                table.add_row(*first, escape(port["port"]), str(port["ifindex"] or ""),
+                              "[green]up[/green]" if port["state"] == "up" else "[red]down[/red]", escape(where),
+                              str(peer["ifindex"] or "") if peer else "")
+        console.print(table)
     if view["sysctls"]:
         table = Table(title="Sysctls", title_justify="left")
         for column in ("netns", "key", "value"):
             table.add_column(column)
         for s in view["sysctls"]:
             table.add_row(escape(scope_label(s["netns"])), s["key"], s["value"])
+        console.print(table)
+    if view["rates"]:
+        table = Table(title="Rates (tbf)", title_justify="left")
+        for column in ("netns", "dev", "rate bit/s", "burst bytes", "limit bytes"):
+            table.add_column(column)
+        for r in view["rates"]:
+            table.add_row(escape(scope_label(r["netns"])), escape(r["dev"]), str(r["rate"]), str(r["burst"]),
+                          str(r["limit"]))
+        console.print(table)
+    if view["tables"]:
+        table = Table(title="nftables tables", title_justify="left")
+        for column in ("netns", "table", "chain", "rules"):
+            table.add_column(column)
+        for t in view["tables"]:
+            for i, chain in enumerate(t["chains"]):
+                first = (escape(scope_label(t["netns"])), f"{t['family']} {escape(t['name'])}") if i == 0 else ("", "")
+                table.add_row(*first, escape(chain["name"]), str(len(chain["rules"])))
         console.print(table)

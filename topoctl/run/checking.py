@@ -41,7 +41,7 @@ def check(kernel: Kernel, context: Context, source: str | None = None, target: s
     wait_for_links(kernel, sorted((s for s in scopes if s is None or s in existing), key=lambda s: s or ""))
     outcomes = run_probes(probes, realisation.scope_of, deadline)
     wrong = [o for o in outcomes if o.reached != o.probe.expect]
-    facts = _facts(kernel, context) if wrong else None
+    facts = gather_facts(kernel, context) if wrong else None
     results = []
     for outcome in outcomes:
         if outcome.reached == outcome.probe.expect:
@@ -99,7 +99,7 @@ def _explain(probe: Probe, facts: Facts, context: Context) -> list[Hop]:
     return hops
 
 
-def _facts(kernel: Kernel, context: Context) -> Facts:
+def gather_facts(kernel: Kernel, context: Context) -> Facts:
     live: State = context.observe(kernel)
     names = {(link.scope, link.index): link.name for link in live.links.values()}
     neighbour_states = {}

@@ -63,5 +63,6 @@ def _one(kernel: Kernel, name: str, record, hosts: tuple[str, ...], namespaces: 
     except TopoctlError as err:
         return Listed(name, hosts, record.emulate, namespaces, None, f"error: {err.message}", record.file)
     links = sum(1 for link in live.links.values() if link.owner == name)
-    state = "empty" if the_plan.empty else f"{len(the_plan.actions)} actions pending"
+    count = len(the_plan.actions)
+    state = "empty" if the_plan.empty else f"{count} action{'' if count == 1 else 's'} pending"
     return Listed(name, hosts, record.emulate, namespaces, links, state, record.file)
