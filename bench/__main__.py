@@ -104,6 +104,7 @@ def force_clean(t: BenchTopology) -> None:
     if state.is_dir():
         for record in state.glob(f"*{t.tag}*"):
             record.unlink()
+    Path(f"/run/topoctl/deployments/{t.name}.json").unlink(missing_ok=True)  # what ls lists
     for lock in Path("/run/topoctl/locks").glob(f"*{t.tag}*.lock"):
         lock.unlink()  # kept by topoctl for a host's next run; this host has none
 

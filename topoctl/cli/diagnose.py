@@ -18,6 +18,8 @@ def check(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Em
           source: Optional[str] = typer.Option(None, "--from", metavar="NS", help="Only probes from this namespace or host."),
           target: Optional[str] = typer.Option(None, "--to", metavar="NS|ADDRESS",
                                                help="Only probes to this namespace (or address; with --from, any address)."),
+          only: Optional[str] = typer.Option(None, "--only", metavar="GROUP",
+                                             help="Only this group: gateway, peer, across, path-mtu, port, outside, firewall."),
           deadline: float = typer.Option(2.0, "--deadline", min=0.1, max=30,
                                          help="Seconds every probe has to be answered (2: room for one ARP retry).")) -> None:
     """Probe the reachability the design implies, and explain every probe that is not as designed.
@@ -30,7 +32,7 @@ def check(file: str = FileArg, host: Optional[str] = HostOpt, emulate: bool = Em
         context = _context(file, host, emulate)
         _need_privileges("check")
         with Kernel() as kernel:
-            report = run_check(kernel, context, source, target, deadline)
+            report = run_check(kernel, context, source, target, deadline, only)
         if output == Output.json:
             print(json.dumps(check_json(report), indent=2))
         else:

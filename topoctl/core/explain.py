@@ -65,6 +65,17 @@ class Facts:
     masquerading: dict[Scope, tuple[IPNetwork, ...]] = field(default_factory=dict)  # host -> masqueraded subnets
     # what other tables than topoctl's may drop, by scope: (table, chain, hook, "policy drop" or the rule)
     foreign_rules: dict[Scope, list[tuple[str, str, str, str]]] = field(default_factory=dict)
+    # the kernel's neighbour table (ARP, ND) is one for all namespaces: its entries (counted in the
+    # namespaces read) and its hard limit gc_thresh3, by IP version
+    neighbour_entries: dict[int, int] = field(default_factory=dict)
+    neighbour_limit: dict[int, int] = field(default_factory=dict)
+    _index: "StateIndex | None" = field(default=None, repr=False)
+
+    def index(self) -> "StateIndex":
+        """The state indexed, on first use: the facts are not changed once a walk has begun."""
+        if self._index is None:
+            self._index = StateIndex(self.state)
+        return self._index
 
 
 @dataclass(frozen=True)
@@ -86,23 +97,59 @@ def _fix(link: Link | None, facts: Facts, what: str) -> str:
     return ""
 
 
-def lookup(state: State, scope: Scope, target: IPAddress) -> _Route | None:
+class StateIndex:
+    """The live state by namespace, built once per check: a walk asks the same few questions
+    of thousands of objects (2,000 probes at N=1000 would otherwise scan them all each time)."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.addresses: dict[Scope, list] = {}
+        self.on_link: dict[tuple[Scope, str], list] = {}
+        for address in state.addresses:
+            self.addresses.setdefault(address.scope, []).append(address)
+            self.on_link.setdefault((address.scope, address.link), []).append(address)
+        self.routes: dict[Scope, list[RouteEntry]] = {}
+        for route in state.routes.values():
+            self.routes.setdefault(route.scope, []).append(route)
+        self.links: dict[Scope, list[Link]] = {}
+        for link in state.links.values():
+            self.links.setdefault(link.scope, []).append(link)
+        self.behind: dict[tuple[Scope, str, IPAddress], tuple[Link, Link]] = {}  # (scope, bridge, ip) -> (port, peer)
+        for port in state.links.values():
+            if port.master is None or port.peer is None:
+                continue
+            peer = state.links.get(port.peer)
+            if peer is not None:
+                for address in self.on_link.get((peer.scope, peer.name), ()):
+                    self.behind.setdefault((port.scope, port.master, address.interface.ip), (port, peer))
+
+    def holds(self, link: Link, address: IPAddress) -> bool:
+        return any(a.interface.ip == address for a in self.on_link.get((link.scope, link.name), ()))
+
+
+def _indexed(state: "State | StateIndex") -> StateIndex:
+    return state if isinstance(state, StateIndex) else StateIndex(state)
+
+
+def lookup(state: "State | StateIndex", scope: Scope, target: IPAddress) -> _Route | None:
     """The route the kernel would take: longest prefix first, then the lowest metric; connected
     subnets only of interfaces that are up."""
+    index = _indexed(state)
+    links = index.state.links
     best: tuple | None = None
-    for address in state.addresses:
-        if address.scope != scope or address.interface.version != target.version:
+    for address in index.addresses.get(scope, ()):
+        if address.interface.version != target.version:
             continue
-        link = state.links.get((scope, address.link))
+        link = links.get((scope, address.link))
         if link is None or not link.up or target not in address.interface.network:
             continue
         key = (address.interface.network.prefixlen, 0 if target.version == 4 else -256)
         if best is None or key > best[0]:
             best = (key, _Route(address.interface.network, address.link, None, True))
-    for route in state.routes.values():
-        if route.scope != scope or route.dst.version != target.version or target not in route.dst:
+    for route in index.routes.get(scope, ()):
+        if route.dst.version != target.version or target not in route.dst:
             continue
-        link = state.links.get((scope, route.dev)) if route.dev else None
+        link = links.get((scope, route.dev)) if route.dev else None
         if route.dev is not None and (link is None or not link.up):
             continue
         key = (route.dst.prefixlen, -route.metric)
@@ -111,25 +158,13 @@ def lookup(state: State, scope: Scope, target: IPAddress) -> _Route | None:
     return best[1] if best else None
 
 
-def _local(state: State, scope: Scope, target: IPAddress) -> str | None:
+def _local(index: StateIndex, scope: Scope, target: IPAddress) -> str | None:
     """The interface (up) that has target as its address, in scope."""
-    for address in state.addresses:
-        if address.scope == scope and address.interface.ip == target:
-            link = state.links.get((scope, address.link))
+    for address in index.addresses.get(scope, ()):
+        if address.interface.ip == target:
+            link = index.state.links.get((scope, address.link))
             if link is not None and (link.up or link.kind == "loopback"):
                 return address.link
-    return None
-
-
-def _holder(state: State, scope: Scope, bridge: str, address: IPAddress) -> tuple[Link, Link] | None:
-    """The port of `bridge` whose veth peer has `address`: (port, peer)."""
-    for port in state.links_in(scope):
-        if port.master != bridge or port.peer is None:
-            continue
-        peer = state.links.get(port.peer)
-        if peer is not None and any(a.interface.ip == address for a in state.addresses
-                                    if a.scope == peer.scope and a.link == peer.name):
-            return port, peer
     return None
 
 
@@ -142,6 +177,7 @@ class _Walk:
     def __init__(self, facts: Facts, size: int | None) -> None:
         self.facts = facts
         self.state = facts.state
+        self.index = facts.index()
         self.size = size
         self.hops: list[Hop] = []
         self.symptoms: list[Hop] = []
@@ -176,7 +212,7 @@ class _Walk:
         strict = max(int(v) for v in values if v is not None and v.strip().isdigit()) if any(values) else 0
         if strict != 1:
             return
-        back = lookup(self.state, scope, source)
+        back = lookup(self.index, scope, source)
         if back is None or back.dev != came_in:
             raise _Broken(Hop(scope, "rp_filter", False, f"dropped at {scope_label(scope)}: rp_filter is strict and "
                               f"the way back to {source} is not through {came_in}",
@@ -184,6 +220,17 @@ class _Walk:
 
     def neighbour(self, scope: Scope, dev: str, nexthop: IPAddress) -> None:
         state = self.facts.neighbour_states.get((scope, dev, nexthop))
+        entries = self.facts.neighbour_entries.get(nexthop.version, 0)
+        limit = self.facts.neighbour_limit.get(nexthop.version)
+        if state in (None, "FAILED", "INCOMPLETE") and limit and entries >= 0.9 * limit:
+            key = "net.ipv4.neigh.default" if nexthop.version == 4 else "net.ipv6.neigh.default"
+            self.symptoms.append(Hop(scope, "neighbour", False, f"the kernel's neighbour table is full: {entries} "
+                                     f"entries in these namespaces alone, and {key}.gc_thresh3 = {limit} for the "
+                                     f"whole machine, so {nexthop} on {dev} in {scope_label(scope)} cannot be resolved "
+                                     "(dmesg: \"neighbor table overflow\")",
+                                     f"raise {key}.gc_thresh3 (and gc_thresh2) in the machine's own namespace: "
+                                     "a host setting, which topoctl does not change"))
+            return
         if state in ("FAILED", "INCOMPLETE"):
             self.symptoms.append(Hop(scope, "neighbour", False, f"the neighbour entry of {nexthop} on {dev} in "
                                      f"{scope_label(scope)} is {state}: nothing answered its ARP/ND request"))
@@ -192,16 +239,16 @@ class _Walk:
         """True when the walk reaches target; raises _Broken at the first hop that breaks."""
         scope, came_in = source_scope, None
         for _ in range(MAX_HOPS):
-            local = _local(self.state, scope, target)
+            local = _local(self.index, scope, target)
             if local is not None:
                 self.ok(scope, "address", f"{target} is an address of {local} in {scope_label(scope)}")
                 return True
             if came_in is not None:
                 self.forwards(scope, target.version, came_in)
                 self.rp_filter(scope, came_in, source)
-            route = lookup(self.state, scope, target)
+            route = lookup(self.index, scope, target)
             if route is None:
-                down = [link.name for link in self.state.links_in(scope) if not link.up and link.kind != "loopback"]
+                down = [link.name for link in self.index.links.get(scope, ()) if not link.up and link.kind != "loopback"]
                 extra = f"; {', '.join(down)} there is down, and the kernel drops a down interface's routes" if down else ""
                 raise _Broken(Hop(scope, "route", False, f"no route to {target} in {scope_label(scope)}{extra}",
                                   "topoctl apply puts back the file's routes and sets its interfaces up"
@@ -239,7 +286,7 @@ class _Walk:
         self.mtu(peer)
         self.ok(peer.scope, "peer", f"{link.name} in {scope_label(link.scope)} -> {peer.name} in {scope_label(peer.scope)}")
         if peer.master is None:
-            if not _holds(self.state, peer, nexthop):
+            if not self.index.holds(peer, nexthop):
                 raise _Broken(Hop(peer.scope, "address", False, f"{nexthop} is not on {peer.name} in "
                                   f"{scope_label(peer.scope)}", _fix(peer, self.facts, "puts the address back")))
             return peer.scope, peer.name
@@ -249,7 +296,7 @@ class _Walk:
         if not bridge.up:
             raise _Broken(_down(bridge, self.facts, "bridge "))
         self.ok(peer.scope, "bridge", f"{peer.name} is a port of {bridge.name} in {scope_label(peer.scope)}")
-        if _holds(self.state, bridge, nexthop):
+        if self.index.holds(bridge, nexthop):
             return bridge.scope, bridge.name
         return self.to_port(bridge, nexthop, exclude=peer.name)
 
@@ -257,7 +304,7 @@ class _Walk:
         return self.to_port(bridge, nexthop, exclude=None)
 
     def to_port(self, bridge: Link, nexthop: IPAddress, exclude: str | None) -> tuple[Scope, str]:
-        held = _holder(self.state, bridge.scope, bridge.name, nexthop)
+        held = self.index.behind.get((bridge.scope, bridge.name, nexthop))
         if held is None:
             raise _Broken(Hop(bridge.scope, "address", False, f"no interface behind bridge {bridge.name} in "
                               f"{scope_label(bridge.scope)} has {nexthop}",
@@ -299,7 +346,7 @@ class _Walk:
         remote = underlay.hops[-1].scope
         if self.size is not None:
             self.size -= 50 if fdb.dst.version == 4 else 70
-        peer = next((link for link in self.state.links_in(remote) if link.kind == "vxlan"
+        peer = next((link for link in self.index.links.get(remote, ()) if link.kind == "vxlan"
                      and device.vxlan is not None and link.vxlan is not None and link.vxlan.vni == device.vxlan.vni), None)
         if peer is None:
             raise _Broken(Hop(remote, "vxlan", False, f"{scope_label(remote)} has no VXLAN device with VNI "
@@ -309,10 +356,6 @@ class _Walk:
             raise _Broken(_down(peer, self.facts, "VXLAN device "))
         self.ok(remote, "vxlan", f"decapsulated by {peer.name} in {scope_label(remote)}")
         return remote, peer.name
-
-
-def _holds(state: State, link: Link, address: IPAddress) -> bool:
-    return any(a.interface.ip == address for a in state.addresses if a.scope == link.scope and a.link == link.name)
 
 
 def explain(probe: Probe, facts: Facts, source_scope: Scope, target_scope: Scope | None,
@@ -338,7 +381,8 @@ def explain(probe: Probe, facts: Facts, source_scope: Scope, target_scope: Scope
     except _Broken as broken:
         hop = broken.hop
         return there.hops + [Hop(hop.scope, hop.what, False, f"the reply cannot come back: {hop.text}", hop.fix)]
-    return there.hops + [replace(h, text=f"back: {h.text}") for h in back.hops] + there.symptoms + back.symptoms
+    symptoms = list(dict.fromkeys(there.symptoms + back.symptoms))  # the same full table, both ways: once
+    return there.hops + [replace(h, text=f"back: {h.text}") for h in back.hops] + symptoms
 
 
 def _seen_source(facts: Facts, left_by: list[tuple[Scope, str]], source: IPAddress | None) -> IPAddress | None:
@@ -350,8 +394,8 @@ def _seen_source(facts: Facts, left_by: list[tuple[Scope, str]], source: IPAddre
         subnets = facts.masquerading.get(scope, ())
         if not any(source in net for net in subnets if net.version == source.version):
             continue
-        on_dev = [a.interface for a in facts.state.addresses if a.scope == scope and a.link == dev
-                  and a.interface.version == source.version]
+        on_dev = [a.interface for a in facts.index().on_link.get((scope, dev), ())
+                  if a.interface.version == source.version]
         if on_dev and not any(source in a.network for a in on_dev):
             return on_dev[0].ip
     return source

@@ -82,7 +82,7 @@ class _Planner:
         self.live = live
         self.topology = topology
         self.actions: list[Action] = []
-        self.conflicts: list[tuple[str, str | None]] = []  # (what, the topology owning it)
+        self.conflicts: list[tuple[str, str | None, Scope]] = []  # (what, the topology owning it, where)
         self.notes: list[str] = []
         self.warnings: list[str] = []  # what may defeat the design, though the plan can do nothing about it
         self.fresh_scopes: set[Scope] = set()  # created by this plan: everything inside is new
@@ -103,7 +103,7 @@ class _Planner:
                 self.fresh_scopes.add(name)
             elif have.owner != self.topology:
                 owner = f"topology {have.owner!r}" if have.owner else "nobody topoctl knows"
-                self.conflicts.append((f"namespace {name} already exists and belongs to {owner}", have.owner))
+                self.conflicts.append((f"namespace {name} already exists and belongs to {owner}", have.owner, name))
         for name, have in self.live.namespaces.items():
             if have.owner == self.topology and name not in self.desired.namespaces:
                 # A container namespace is wholly ours; an (emulated) host or the underlay stands
@@ -136,7 +136,7 @@ class _Planner:
         if not self.owns_link(have):
             owner = f"topology {have.owner!r}" if have.owner else "nobody topoctl knows"
             self.conflicts.append((f"interface {want.name} in {scope_label(want.scope)} already exists "
-                                   f"({have.kind}) and belongs to {owner}", have.owner))
+                                   f"({have.kind}) and belongs to {owner}", have.owner, want.scope))
             return have, False
         return have, True
 
@@ -278,7 +278,7 @@ class _Planner:
                 self.actions.append(AddRoute(want))
             elif have.owner != self.topology:
                 self.conflicts.append((f"route {want.dst} in {scope_label(want.scope)} already exists and is not owned "
-                                       f"by topology {self.topology!r}", have.owner))
+                                       f"by topology {self.topology!r}", have.owner, want.scope))
             elif not want.satisfied_by(have):
                 self.actions.append(ReplaceRoute(have, want))
         unwanted = [have for key, have in self.live.routes.items()
@@ -403,9 +403,13 @@ def plan(desired: State, live: State, topology: str) -> Plan:
                 warnings=tuple(planner.warnings))
 
 
-def _conflict(conflicts: list[tuple[str, str | None]]) -> OwnershipConflict:
-    """One object per line; the hint says who owns them: another topology (destroy it, or
-    rename), or nobody topoctl knows (topoctl never takes those over)."""
+def _conflict(found: list[tuple[str, str | None, Scope]]) -> OwnershipConflict:
+    """One object per line (not those inside a namespace that is itself in the way); the hint
+    says who owns them: another topology (destroy it, or rename), or nobody topoctl knows
+    (topoctl never takes those over)."""
+    namespaces = {scope for text, _, scope in found if text.startswith("namespace ")}
+    conflicts = [(text, owner) for text, owner, scope in found
+                 if text.startswith("namespace ") or scope not in namespaces]
     if len(conflicts) == 1:
         message = conflicts[0][0]
     else:

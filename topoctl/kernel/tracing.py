@@ -241,12 +241,12 @@ def _send(probe: Probe, source: Scope, listen: Scope | None, ident: int, sport: 
         try:
             sock.settimeout(0.05)
             echo = _echo(probe.target.version, ident, 1, b"topoctl-trace".ljust(56, b"\0"))
-            error, sent = None, 0.0
+            error, resend = None, True
             while time.monotonic() - started < deadline:
-                if time.monotonic() - sent >= RESEND:  # again until answered: as check, an error is not final
+                if resend:  # once, and again after an error only: a neighbour left FAILED answers so at first
                     with contextlib.suppress(OSError):
                         sock.sendto(echo, (str(probe.target), 0))
-                    sent = time.monotonic()
+                    resend = False
                 try:
                     data, peer = sock.recvfrom(65535)
                 except socket.timeout:
@@ -255,7 +255,8 @@ def _send(probe: Probe, source: Scope, listen: Scope | None, ident: int, sport: 
                 if parsed is not None and parsed[1] == ident:
                     if parsed[0] == "reply":
                         return True, "reply"
-                    error = parsed[0]
+                    error, resend = parsed[0], True
+                    time.sleep(RESEND)
             return False, error or f"no reply within {deadline:.1f} s"
         finally:
             sock.close()

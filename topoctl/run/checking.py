@@ -22,11 +22,18 @@ from topoctl.run.context import Context
 FORWARDING = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.conf.all.rp_filter")
 
 
+GROUPS = ("gateway", "peer", "across", "path-mtu", "port", "outside", "firewall")
+
+
 def check(kernel: Kernel, context: Context, source: str | None = None, target: str | None = None,
-          deadline: float = 2.0) -> CheckReport:
+          deadline: float = 2.0, only: str | None = None) -> CheckReport:
     started = time.monotonic()
     topology, realisation = context.topology, context.realisation
     probes = design_probes(topology, realisation)
+    if only is not None:
+        if only not in GROUPS:
+            raise UsageError(f"--only {only!r} is not a group of probes", f"choose one of: {', '.join(GROUPS)}")
+        probes = [p for p in probes if p.group == only]
     if source is not None or target is not None:
         _known(context, source, target)
         probes = asked(probes, topology, realisation, source, target)
@@ -124,4 +131,10 @@ def gather_facts(kernel: Kernel, context: Context) -> Facts:
             masquerading.setdefault(scope, ())
             masquerading[scope] += tuple(a.network for a in bridge.addresses)
     rules = nft.foreign_drops(sorted(live.scopes, key=lambda s: s or ""), table) if nft.available() else {}
-    return Facts(live, context.topology.name, neighbour_states, sysctls, masquerading, rules)
+    entries = {4: sum(1 for (_, _, ip) in neighbour_states if ip.version == 4),
+               6: sum(1 for (_, _, ip) in neighbour_states if ip.version == 6)}
+    limits = kernel.read_sysctls([(None, "net.ipv4.neigh.default.gc_thresh3"), (None, "net.ipv6.neigh.default.gc_thresh3")])
+    limit = {v: int(limits[(None, f"net.ipv{v}.neigh.default.gc_thresh3")]) for v in (4, 6)
+             if limits.get((None, f"net.ipv{v}.neigh.default.gc_thresh3"), "").strip().isdigit()}
+    return Facts(live, context.topology.name, neighbour_states, sysctls, masquerading, rules,
+                 neighbour_entries=entries, neighbour_limit=limit)
