@@ -65,6 +65,12 @@ DOCKER0_BREAKS = {
                               "nginx-1", "192.0.2.1", lambda b: f"no route to 192.0.2.1 in {b.ns('nginx-1')}"),
     "host forwarding off": (lambda b: [["ip", "netns", "exec", b.host(), "sysctl", "-qw", "net.ipv4.ip_forward=0"]],
                             "nginx-1", "192.0.2.1", lambda b: f"dropped at {b.host()}: net.ipv4.ip_forward is 0"),
+    "policy rule to a blackhole": (
+        lambda b: [["ip", "-n", b.ns("nginx-1"), "rule", "add", "to", "192.0.2.1", "table", "100", "prio", "100"],
+                   ["ip", "-n", b.ns("nginx-1"), "route", "add", "blackhole", "192.0.2.1", "table", "100"]],
+        "nginx-1", "192.0.2.1",
+        lambda b: f"the kernel has no route to 192.0.2.1 in {b.ns('nginx-1')} (ip route get), though the main "
+                  "table has 0.0.0.0/0 dev eth0: a policy rule sends it to another table"),
     "foreign table dropping ICMP": (
         lambda b: [["ip", "netns", "exec", b.ns("nginx-2"), "nft", "add table inet evil; add chain inet evil input "
                     "{ type filter hook input priority 0; policy accept; }; add rule inet evil input icmp type "
@@ -89,6 +95,8 @@ def test_a_break_in_docker0_is_found_and_explained_then_repaired(sandbox_factory
     assert words(box) in explanations(rows), explanations(rows)
     if name == "foreign table dropping ICMP":
         sh("ip", "netns", "exec", box.ns("nginx-2"), "nft", "delete table inet evil")  # not topoctl's to remove
+    elif name == "policy rule to a blackhole":
+        sh("ip", "-n", box.ns("nginx-1"), "rule", "del", "prio", "100")  # rules are not topoctl's either
     else:
         box.apply()
     assert wrong(check(box, 0)) == []

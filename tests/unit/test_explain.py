@@ -249,3 +249,45 @@ def test_probes_at_n_1000_are_linear():
     assert len([p for p in probes if p.group == "gateway"]) == 1000
     assert len([p for p in probes if p.group == "peer"]) == 1000
     assert {p.source for p in probes} >= {Place("local", "c0")}
+
+
+def test_the_kernels_own_route_lookup_wins_over_the_main_table():
+    d = deployment("docker0")
+    facts = facts_of(d)
+    p = probe(d, "nginx-1", "192.0.2.1")
+    target = ipaddress.ip_address("192.0.2.1")
+    facts.kernel_routes[("nginx-1", target)] = ("eth0", ipaddress.ip_address("172.17.0.1"))
+    assert all(h.ok for h in walk(d, facts, p) if h.scope == "nginx-1")  # the same answer: nothing to say
+    facts = facts_of(d)
+    facts.kernel_routes[("nginx-1", target)] = ("eth0", ipaddress.ip_address("172.17.0.9"))
+    assert broken(walk(d, facts, p)) == ("the kernel routes 192.0.2.1 in nginx-1 via 172.17.0.9 dev eth0 (ip route "
+                                         "get), not by the main table's 0.0.0.0/0 dev eth0: a policy rule or a more "
+                                         "specific route elsewhere")
+    facts = facts_of(d)
+    facts.kernel_routes[("nginx-1", target)] = None
+    assert broken(walk(d, facts, p)).startswith("the kernel has no route to 192.0.2.1 in nginx-1 (ip route get)")
+
+
+def test_an_explicit_mtu_on_a_bridge_gets_a_full_size_probe():
+    text = DESIGNS.replace("  br1: {addresses: [172.18.0.1/16], isolated: true}", "  br1: {addresses: [172.18.0.1/16], mtu: 9000}") \
+                  .replace("{namespace: other, name: eth0, addresses: [172.18.0.2/16]}",
+                           "{namespace: other, name: eth0, mtu: 9000, addresses: [172.18.0.2/16]}") \
+                  .replace("{bridge: br1, name: veth-other}", "{bridge: br1, name: veth-other, mtu: 9000}")
+    text += "  - type: veth\n    endpoints: [{namespace: db2, name: eth0, mtu: 9000, addresses: [172.18.0.3/16]}, " \
+            "{bridge: br1, name: veth-db2, mtu: 9000}]\n"
+    text = text.replace("  other:\n", "  db2: {}\n  other:\n")
+    topology = load_text(text, "chk.yaml")
+    sized = [p for p in design_probes(topology, realise(topology, None, True)) if p.group == "path-mtu"]
+    assert [(p.source_label, str(p.target), p.size) for p in sized] == [("other", "172.18.0.3", 9000 - 28)]
+
+
+def test_a_bridge_port_that_stp_keeps_from_forwarding_is_named():
+    d = deployment("docker0")
+    facts = facts_of(d)
+    key = ("docker0-local", "veth-nginx2")
+    facts.state.links[key] = replace(facts.state.links[key], port_state=2)
+    assert broken(walk(d, facts, probe(d, "nginx-1", "172.17.0.3"))) == (
+        "port veth-nginx2 of bridge docker0 in docker0-local is in STP state learning: it does not forward")
+    facts = facts_of(d)
+    facts.state.links[key] = replace(facts.state.links[key], port_state=3)
+    assert all(h.ok for h in walk(d, facts, probe(d, "nginx-1", "172.17.0.3")) if h.scope != "docker0-underlay")

@@ -116,6 +116,7 @@ def _link_from(msg: Any, scope: Scope, master: str | None, peer: tuple[Scope, st
         mac=msg.mac if kind != "loopback" else None, master=master, peer=peer,
         stp=bool(msg.stp_state) if kind == "bridge" and msg.stp_state is not None else None,
         vxlan=vxlan, owner=owner_from_alias(msg.alias), index=msg.index,
+        port_state=getattr(msg, "port_state", None),
     )
 
 

@@ -17,6 +17,8 @@ from topoctl.core.state import Link, RouteEntry, Scope, State, scope_label
 from topoctl.spec.model import IPAddress, IPNetwork
 
 MAX_HOPS = 16
+BR_STATE_FORWARDING = 3
+BR_STATES = {0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class Facts:
     # namespaces read) and its hard limit gc_thresh3, by IP version
     neighbour_entries: dict[int, int] = field(default_factory=dict)
     neighbour_limit: dict[int, int] = field(default_factory=dict)
+    # what the kernel answers for (namespace, address), as `ip route get` (policy rules and every
+    # table included): (dev, gateway), or None when it has no route
+    kernel_routes: dict[tuple[Scope, IPAddress], "tuple[str | None, IPAddress | None] | None"] = field(
+        default_factory=dict)
     _index: "StateIndex | None" = field(default=None, repr=False)
 
     def index(self) -> "StateIndex":
@@ -218,6 +224,25 @@ class _Walk:
                               f"the way back to {source} is not through {came_in}",
                               f"set net.ipv4.conf.{came_in}.rp_filter to 2 (loose), or route {source} back through {came_in}"))
 
+    def kernel_agrees(self, scope: Scope, target: IPAddress, route: _Route) -> None:
+        """Where the kernel was asked (RTM_GETROUTE), its answer wins over the main table read:
+        a policy rule or another table sends the packet elsewhere."""
+        key = (scope, target)
+        if key not in self.facts.kernel_routes:
+            return
+        answer = self.facts.kernel_routes[key]
+        if answer is None:
+            raise _Broken(Hop(scope, "route", False, f"the kernel has no route to {target} in {scope_label(scope)} "
+                              f"(ip route get), though the main table has {route.dst} dev {route.dev}: a policy "
+                              "rule sends it to another table", f"ip -n {scope} rule show"))
+        dev, via = answer
+        if dev is not None and (dev != route.dev or (via or None) != (route.via or None)):
+            gateway = f" via {via}" if via else ""
+            raise _Broken(Hop(scope, "route", False, f"the kernel routes {target} in {scope_label(scope)}{gateway} dev "
+                              f"{dev} (ip route get), not by the main table's {route.dst} dev {route.dev}: a policy "
+                              "rule or a more specific route elsewhere", f"ip -n {scope} rule show; "
+                              f"ip -n {scope} route get {target}"))
+
     def neighbour(self, scope: Scope, dev: str, nexthop: IPAddress) -> None:
         state = self.facts.neighbour_states.get((scope, dev, nexthop))
         entries = self.facts.neighbour_entries.get(nexthop.version, 0)
@@ -253,6 +278,7 @@ class _Walk:
                 raise _Broken(Hop(scope, "route", False, f"no route to {target} in {scope_label(scope)}{extra}",
                                   "topoctl apply puts back the file's routes and sets its interfaces up"
                                   if scope is not None else ""))
+            self.kernel_agrees(scope, target, route)
             via = f" via {route.via}" if route.via else ""
             self.ok(scope, "route", f"{scope_label(scope)}: {target} via route {route.dst}{via} dev {route.dev}")
             self.left_by.append((scope, route.dev))
@@ -295,10 +321,20 @@ class _Walk:
             raise _Broken(Hop(peer.scope, "bridge", False, f"{peer.name}'s master {peer.master} is missing"))
         if not bridge.up:
             raise _Broken(_down(bridge, self.facts, "bridge "))
+        self.forwarding_port(bridge, peer)
         self.ok(peer.scope, "bridge", f"{peer.name} is a port of {bridge.name} in {scope_label(peer.scope)}")
         if self.index.holds(bridge, nexthop):
             return bridge.scope, bridge.name
         return self.to_port(bridge, nexthop, exclude=peer.name)
+
+    def forwarding_port(self, bridge: Link, port: Link) -> None:
+        """A bridge port forwards only in STP's forwarding state (3); with STP on, a new port
+        listens and learns first (forward_delay, 15 s each by default)."""
+        if port.port_state is not None and port.port_state != BR_STATE_FORWARDING:
+            state = BR_STATES.get(port.port_state, str(port.port_state))
+            raise _Broken(Hop(port.scope, "port", False, f"port {port.name} of bridge {bridge.name} in "
+                              f"{scope_label(port.scope)} is in STP state {state}: it does not forward",
+                              "wait for STP (forward_delay), or turn it off: stp: false on the bridge"))
 
     def through_bridge(self, bridge: Link, nexthop: IPAddress) -> tuple[Scope, str]:
         return self.to_port(bridge, nexthop, exclude=None)
@@ -312,6 +348,7 @@ class _Walk:
         port, peer = held
         if not port.up:
             raise _Broken(_down(port, self.facts, f"port of {bridge.name}: "))
+        self.forwarding_port(bridge, port)
         self.mtu(port)
         if not peer.up:
             raise _Broken(_down(peer, self.facts, f"the other end of {port.name}: "))

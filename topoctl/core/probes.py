@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable
 
 from topoctl.core.verdicts import expectation
-from topoctl.spec.model import IPAddress, IPInterface, Place, Topology, place_of
+from topoctl.spec.model import DEFAULT_MTU, IPAddress, IPInterface, Place, Topology, place_of
 
 if TYPE_CHECKING:
     from topoctl.core.realisation import Realisation
@@ -160,13 +160,18 @@ def _peers(topology: Topology, seg: Segment, here: set[str]) -> list[Probe]:
         return []
     out = []
     pairs = list(zip(members, members[1:])) + ([(members[-1], members[0])] if len(members) > 2 else [])
-    for a, b in pairs:
+    # an explicit MTU on the segment: one full-size probe, DF set, from the first container
+    sized = any(m.mtu != DEFAULT_MTU for m in seg.members)
+    for k, (a, b) in enumerate(pairs):
         if a.place.host not in here:
             continue
         for version in (4, 6):
             target = _first(b.addresses, version)
             if target is not None and _first(a.addresses, version) is not None:
                 out.append(Probe("peer", ICMP, a.place, a.label, target.ip, b.label))
+                if sized and k == 0:
+                    headers = IPV4_HEADERS if version == 4 else IPV6_HEADERS
+                    out.append(Probe("path-mtu", ICMP, a.place, a.label, target.ip, b.label, size=a.mtu - headers))
     return out
 
 

@@ -112,6 +112,7 @@ class Link:
     vxlan: Vxlan | None = None  # VXLAN devices only
     owner: str | None = None
     index: int = field(default=0, compare=False)  # live ifindex; not part of the state
+    port_state: int | None = field(default=None, compare=False)  # live only: a bridge port's STP state
 
     @property
     def key(self) -> tuple[Scope, str]:

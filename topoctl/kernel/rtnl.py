@@ -338,6 +338,16 @@ class Rtnl:
         found = self.dump(RTM_GETROUTE, body + attr_u32(RTA_TABLE, table), _route)
         return found if strict else [r for r in found if r.table == table]
 
+    def route_to(self, address: bytes) -> RouteMsg | None:
+        """The route the kernel takes to one address (RTM_GETROUTE, as `ip route get`), policy
+        rules and every table included; None when it has none (unreachable)."""
+        family = socket.AF_INET if len(address) == 4 else socket.AF_INET6
+        body = _RTMSG.pack(family, len(address) * 8, 0, 0, 0, 0, 0, 0, 0) + attr(RTA_DST, address)
+        try:
+            return self.get(RTM_GETROUTE, body, _route, "looking up a route")
+        except NetlinkError:
+            return None
+
     def _strict(self) -> bool:
         """Turn on strict checking (which makes the kernel filter dumps) once; whether it is on.
         It stays on for the socket's later dumps, whose requests pass its checks (zeroed headers)."""

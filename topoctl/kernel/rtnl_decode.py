@@ -27,6 +27,7 @@ NLMSGERR_ATTR_MSG = 1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID = 18, 20, 37
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA, IFLA_BRPORT_STATE = 4, 5, 1
 IFLA_BR_STP_STATE = 5
 IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING = 1, 3, 4, 7
 IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 15, 17
@@ -187,6 +188,7 @@ class LinkMsg(NamedTuple):
     kind: str | None
     stp_state: int | None = None
     vxlan: tuple | None = None  # (vni, port, local bytes, learning, underlay ifindex)
+    port_state: int | None = None  # a bridge port's STP state (BR_STATE_*: 3 forwarding)
 
 
 class AddrMsg(NamedTuple):
@@ -263,6 +265,13 @@ def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
                 stp = _u32(d.get(IFLA_BR_STP_STATE), "a bridge's STP state")
             elif kind == "vxlan":
                 vxlan = _vxlan(d)
+        port_state = None
+        if _str(inner.get(IFLA_INFO_SLAVE_KIND)) == "bridge" and inner.get(IFLA_INFO_SLAVE_DATA) is not None:
+            slave = bytes(inner[IFLA_INFO_SLAVE_DATA])
+            state = attrs(slave, 0, len(slave)).get(IFLA_BRPORT_STATE)
+            port_state = state[0] if state is not None and len(state) >= 1 else None
+    else:
+        port_state = None
     return LinkMsg(index, flags,
                    buf[name[0]:name[1]].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if name is not None else "",
                    _u32_at(buf, mtu[0])[0] if _is_u32(mtu, "an MTU") else None,
@@ -271,7 +280,7 @@ def _link(buf: bytes, offset: int, end: int) -> LinkMsg:
                    _u32_at(buf, link[0])[0] if _is_u32(link, "a link index") else 0,
                    _S32.unpack_from(buf, nsid[0])[0] if _is_u32(nsid, "a link netnsid") else None,
                    _text(buf[alias[0]:alias[1]]) if alias is not None else None,
-                   kind, stp, vxlan)
+                   kind, stp, vxlan, port_state)
 
 
 def _addr(buf: bytes, offset: int, end: int) -> AddrMsg:

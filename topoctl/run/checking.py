@@ -48,7 +48,7 @@ def check(kernel: Kernel, context: Context, source: str | None = None, target: s
     wait_for_links(kernel, sorted((s for s in scopes if s is None or s in existing), key=lambda s: s or ""))
     outcomes = run_probes(probes, realisation.scope_of, deadline)
     wrong = [o for o in outcomes if o.reached != o.probe.expect]
-    facts = gather_facts(kernel, context) if wrong else None
+    facts = gather_facts(kernel, context, [o.probe for o in wrong]) if wrong else None
     results = []
     for outcome in outcomes:
         if outcome.reached == outcome.probe.expect:
@@ -106,7 +106,7 @@ def _explain(probe: Probe, facts: Facts, context: Context) -> list[Hop]:
     return hops
 
 
-def gather_facts(kernel: Kernel, context: Context) -> Facts:
+def gather_facts(kernel: Kernel, context: Context, probes: list[Probe] = ()) -> Facts:
     live: State = context.observe(kernel)
     names = {(link.scope, link.index): link.name for link in live.links.values()}
     neighbour_states = {}
@@ -137,4 +137,25 @@ def gather_facts(kernel: Kernel, context: Context) -> Facts:
     limit = {v: int(limits[(None, f"net.ipv{v}.neigh.default.gc_thresh3")]) for v in (4, 6)
              if limits.get((None, f"net.ipv{v}.neigh.default.gc_thresh3"), "").strip().isdigit()}
     return Facts(live, context.topology.name, neighbour_states, sysctls, masquerading, rules,
-                 neighbour_entries=entries, neighbour_limit=limit)
+                 neighbour_entries=entries, neighbour_limit=limit,
+                 kernel_routes=_kernel_routes(kernel, context, probes, names))
+
+
+def _kernel_routes(kernel: Kernel, context: Context, probes: list[Probe], names: dict) -> dict:
+    """`ip route get` of each probe's target in its source namespace: the walk trusts the
+    kernel's answer over the main table it read."""
+    found = {}
+    for probe in probes:
+        scope = context.realisation.scope_of(probe.source)
+        if (scope, probe.target) in found:
+            continue
+        try:
+            msg = kernel.rtnl(scope).route_to(probe.target.packed)
+        except (TopoctlError, OSError):
+            continue
+        if msg is None or msg.type in (6, 7, 8):  # none, or RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT
+            found[(scope, probe.target)] = None
+        elif msg.type == 1:  # RTN_UNICAST (a local address answers RTN_LOCAL: nothing to compare)
+            gateway = ipaddress.ip_address(msg.gateway) if msg.gateway else None
+            found[(scope, probe.target)] = (names.get((scope, msg.oif)), gateway)
+    return found

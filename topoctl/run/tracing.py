@@ -68,7 +68,7 @@ def run_trace(kernel: Kernel, context: Context, source: str, target: str, proto:
     listen = (target_place, port) if target_place is not None and port is not None else None
     probe = Probe("asked", proto, place, label, address, target, port=port if proto != ICMP else None,
                   listen=listen if proto != ICMP else None)
-    facts = gather_facts(kernel, context)
+    facts = gather_facts(kernel, context, [probe])
     source_scope = realisation.scope_of(place)
     hops = explain(probe, facts, source_scope, None, source_address(context.topology, segments(context.topology), probe))
     scopes: list = []
