@@ -44,3 +44,30 @@ def test_without_detailed_exitcode_an_invalid_file_exits_2(bad_file):
         result = topoctl(*command, bad_file)
         assert result.returncode == 2, (command, result.stderr)
         assert f"{bad_file}:3:7: error:" in result.stderr
+
+
+def test_a_signal_wrapped_by_a_class_creation_is_still_the_signal():
+    """SIGINT during a lazy import that creates a dataclass is raised inside __set_name__, and
+    CPython wraps it in a RuntimeError: that is still Ctrl-C (130), not a traceback."""
+    import signal
+
+    import typer
+
+    from topoctl.cli import _guard
+
+    def body():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance") from interrupt
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(typer.Exit) as caught:
+            _guard(body)
+        assert caught.value.exit_code == 130
+        with pytest.raises(RuntimeError):
+            _guard(lambda: (_ for _ in ()).throw(RuntimeError("ours")))  # any other RuntimeError is not hidden
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

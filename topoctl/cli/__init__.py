@@ -121,6 +121,15 @@ def _guard(body: Callable[[], Optional[int]], output: Output = Output.text,
         _ignore_signals()
         err.print("[red]interrupted[/red]")
         raise typer.Exit(130)
+    except RuntimeError as error:
+        # A signal that lands while a lazy import creates a class is raised inside __set_name__,
+        # which wraps it: still the signal, not a failure of ours.
+        if isinstance(error.__cause__, KeyboardInterrupt):
+            _ignore_signals()
+            terminated = isinstance(error.__cause__, Terminated)
+            err.print("[red]terminated[/red]" if terminated else "[red]interrupted[/red]")
+            raise typer.Exit(143 if terminated else 130) from None
+        raise
     raise typer.Exit(code or 0)
 
 

@@ -113,7 +113,8 @@ def _reconcile(kernel: Kernel, context: Context, destroy: bool, progress: Progre
         release_needs(context)
     if check.empty:
         records.record_deployment(topology, _source(context), context.realisation.emulate,
-                                  tuple(context.realisation.hosts), present=not destroy)
+                                  tuple(context.realisation.hosts), present=not destroy,
+                                  whole=not context.realisation.partial)
     if not check.empty:
         raise VerificationFailed(differs(check, "destroy"),
                                  "something else changed these objects meanwhile; run plan to see the state")

@@ -336,12 +336,17 @@ class Deployed:
     hosts: tuple[str, ...]
 
 
-def record_deployment(topology: str, file: str, emulate: bool, hosts: tuple[str, ...], present: bool) -> None:
-    """After an apply (present) the hosts are added; after a destroy they are taken away, and the
+def record_deployment(topology: str, file: str, emulate: bool, hosts: tuple[str, ...], present: bool,
+                      whole: bool) -> None:
+    """After an apply (present) the hosts are added, or are the hosts when the run acted on the
+    whole file (`whole`); after a destroy they are taken away (all of them, when whole), and the
     record goes with the last one."""
     old = deployments().get(topology)
     have = set(old.hosts) if old is not None else set()
-    hosts_now = sorted(have | set(hosts)) if present else sorted(have - set(hosts))
+    if whole:
+        hosts_now = sorted(hosts) if present else []
+    else:
+        hosts_now = sorted(have | set(hosts)) if present else sorted(have - set(hosts))
     path = deployment_path(topology)
     if not hosts_now:
         if old is not None:
