@@ -79,6 +79,10 @@ class Outcome:
     seconds: float | None = None
 
 
+class Segments(list):
+    """The segments of a file; core/verdicts.py keeps its indexes of them on the list."""
+
+
 def segments(topology: Topology) -> list[Segment]:
     """Every layer-2 segment of the file, in file order: bridges, then veths not on a bridge."""
     by_bridge: dict[str, list[Member]] = {b.key or b.name: [] for b in topology.bridges}
@@ -101,7 +105,7 @@ def segments(topology: Topology) -> list[Segment]:
                                       Member(b, link.b.name, link.b.addresses, link.b.mtu))))
     bridges = [Segment(f"bridge {b.name}", b.key or b.name, b.host, tuple(by_bridge[b.key or b.name]))
                for b in topology.bridges]
-    return bridges + found
+    return Segments(bridges + found)
 
 
 def _first(addresses: Iterable[IPInterface], version: int) -> IPInterface | None:

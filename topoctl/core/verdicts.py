@@ -32,12 +32,33 @@ def allows(direction: FirewallDirection, proto: str, source: IPAddress | None, d
     return False
 
 
+def _indexes(segs: list["Segment"]) -> tuple[dict, dict]:
+    """(namespace -> its (segment, member)s, address -> its first (segment, member)), built once
+    per list of segments: design_probes asks them for every probe."""
+    cached = getattr(segs, "_by", None)
+    if cached is None:
+        by_namespace: dict = {}
+        by_address: dict = {}
+        for seg in segs:
+            for m in seg.members:
+                if m.place.namespace is not None:
+                    by_namespace.setdefault(m.place.namespace, []).append((seg, m))
+                for a in m.addresses:
+                    by_address.setdefault(a.ip, (seg, m))
+        cached = (by_namespace, by_address)
+        try:
+            segs._by = cached  # a Segments list keeps them; a plain list is indexed again each time
+        except AttributeError:
+            pass
+    return cached
+
+
 def _members_of(segs: list["Segment"], namespace: str) -> list[tuple["Segment", "Member"]]:
-    return [(s, m) for s in segs for m in s.members if m.place.namespace == namespace]
+    return _indexes(segs)[0].get(namespace, [])
 
 
 def _owner(segs: list["Segment"], address: IPAddress) -> tuple["Segment", "Member"] | None:
-    return next(((s, m) for s in segs for m in s.members if any(a.ip == address for a in m.addresses)), None)
+    return _indexes(segs)[1].get(address)
 
 
 def _address_on(member: "Member", version: int, near: IPAddress | None = None) -> IPAddress | None:

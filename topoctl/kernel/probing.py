@@ -40,7 +40,7 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _echo(version: int, ident: int, seq: int, payload: bytes) -> bytes:
+def echo_packet(version: int, ident: int, seq: int, payload: bytes) -> bytes:
     kind = 8 if version == 4 else 128
     header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
     if version == 6:
@@ -53,7 +53,7 @@ _UNREACHABLE4 = {0: "net unreachable", 1: "host unreachable", 3: "port unreachab
 _UNREACHABLE6 = {0: "no route", 1: "administratively prohibited", 3: "address unreachable", 4: "port unreachable"}
 
 
-def _parse_icmp(version: int, data: bytes, source: str) -> tuple[str, int, int] | None:
+def parse_icmp(version: int, data: bytes, source: str) -> tuple[str, int, int] | None:
     """(what, ident, seq) of an echo reply or of an error about one of our echoes, else None."""
     if version == 4:
         if len(data) < 20:
@@ -364,7 +364,7 @@ def _send_echo(sockets: _Sockets, scope_of: Callable, probe: Probe, ident: int, 
     sock = sockets.icmp[(scope_of(probe.source), probe.target.version)]
     payload = b"topoctl".ljust(probe.size if probe.size is not None else 56, b"\0")
     try:
-        sock.sendto(_echo(probe.target.version, ident & 0xFFFF, 1, payload), (str(probe.target), 0))
+        sock.sendto(echo_packet(probe.target.version, ident & 0xFFFF, 1, payload), (str(probe.target), 0))
         return True
     except OSError as exc:
         if exc.errno == errno.EMSGSIZE:
@@ -383,7 +383,7 @@ def _read_echoes(sock: socket.socket, probes: list[Probe], base: int, results: d
             data, peer = sock.recvfrom(65535)
         except (BlockingIOError, InterruptedError):
             return
-        parsed = _parse_icmp(version, data, peer[0])
+        parsed = parse_icmp(version, data, peer[0])
         if parsed is None:
             continue
         what, ident, _ = parsed

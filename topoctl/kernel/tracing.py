@@ -27,7 +27,7 @@ from topoctl.core.traces import TRACE_PREFIX, TraceEvent, Traced
 from topoctl.core.state import Scope
 from topoctl.kernel import namespaces as ns
 from topoctl.kernel import nft
-from topoctl.kernel.probing import RESEND, _echo, _parse_icmp
+from topoctl.kernel.probing import RESEND, echo_packet, parse_icmp
 
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTRACE = 9
@@ -240,7 +240,7 @@ def _send(probe: Probe, source: Scope, listen: Scope | None, ident: int, sport: 
         sock = ns.run_in_netns(source, lambda: socket.socket(family, socket.SOCK_RAW, proto))
         try:
             sock.settimeout(0.05)
-            echo = _echo(probe.target.version, ident, 1, b"topoctl-trace".ljust(56, b"\0"))
+            echo = echo_packet(probe.target.version, ident, 1, b"topoctl-trace".ljust(56, b"\0"))
             error, resend = None, True
             while time.monotonic() - started < deadline:
                 if resend:  # once, and again after an error only: a neighbour left FAILED answers so at first
@@ -251,7 +251,7 @@ def _send(probe: Probe, source: Scope, listen: Scope | None, ident: int, sport: 
                     data, peer = sock.recvfrom(65535)
                 except socket.timeout:
                     continue
-                parsed = _parse_icmp(probe.target.version, data, peer[0])
+                parsed = parse_icmp(probe.target.version, data, peer[0])
                 if parsed is not None and parsed[1] == ident:
                     if parsed[0] == "reply":
                         return True, "reply"

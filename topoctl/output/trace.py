@@ -49,22 +49,15 @@ def print_trace(console: "Console", report) -> None:
         target = f" {row['jump_to']}" if row["jump_to"] else ""
         lines.append(f"    {escape(scope_label(row['netns']))}: {row['family']} {escape(row['table'])} "
                      f"{escape(row['chain'])}: {escape(row['what'])} -> {mark}{verdict}{target}{end}")
-    # the same packets again (ARP's retries, TCP's): said once, with how many times
+    # the same line again (ARP's retries, TCP's): said once, with how many times
     shown: list[list] = []
     for line in lines:
         if shown and shown[-1][0] == line:
             shown[-1][1] += 1
         else:
             shown.append([line, 1])
-    block = [text for text, _ in shown]
-    period = next((n for n in range(1, len(block) // 2 + 1) if len(block) % n == 0
-                   and block == block[:n] * (len(block) // n)), None)
-    if period is not None and len(block) > period:
-        console.print("\n".join(block[:period]))
-        console.print(f"  [dim](the same again {len(block) // period - 1} more time(s): the kernel's retries)[/dim]")
-    else:
-        for text, times in shown:
-            console.print(text + (f" [dim](x{times})[/dim]" if times > 1 else ""))
+    for text, times in shown:
+        console.print(text + (f" [dim](x{times})[/dim]" if times > 1 else ""))
     if not traced.events:
         console.print("  [dim]no trace event: the packet met no netfilter hook topoctl traced[/dim]")
 

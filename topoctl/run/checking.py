@@ -50,13 +50,14 @@ def check(kernel: Kernel, context: Context, source: str | None = None, target: s
     wrong = [o for o in outcomes if o.reached != o.probe.expect]
     facts = gather_facts(kernel, context, [o.probe for o in wrong]) if wrong else None
     results = []
+    segs = segments(topology) if wrong else None  # once: each explanation asks it for the source address
     for outcome in outcomes:
         if outcome.reached == outcome.probe.expect:
             results.append(Checked(outcome))
         elif not outcome.probe.expect:
             results.append(Checked(outcome, (_let_through(outcome.probe, context),)))
         else:
-            results.append(Checked(outcome, tuple(_explain(outcome.probe, facts, context))))
+            results.append(Checked(outcome, tuple(_explain(outcome.probe, facts, context, segs))))
     return CheckReport(tuple(results), time.monotonic() - started)
 
 
@@ -90,9 +91,8 @@ def _let_through(probe: Probe, context: Context) -> Hop:
                "topoctl plan shows what differs from the file; topoctl apply puts it back")
 
 
-def _explain(probe: Probe, facts: Facts, context: Context) -> list[Hop]:
+def _explain(probe: Probe, facts: Facts, context: Context, segs: list) -> list[Hop]:
     realisation = context.realisation
-    segs = segments(context.topology)
     hops = explain(probe, facts, realisation.scope_of(probe.source), None,
                    source_address(context.topology, segs, probe))
     if hops and all(h.ok for h in hops) and (suspects := firewall_suspects(facts, hops)):
