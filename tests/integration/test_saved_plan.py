@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -40,6 +41,18 @@ def test_a_fresh_saved_plan_applies_and_a_stale_one_is_refused(sandbox_factory, 
     assert "stale plan" in refused.stderr
     assert json.loads(ip("-n", box.host(), "-j", "link", "show", "docker0").stdout)[0]["mtu"] == 1400  # untouched
     apply_plan(saved_plan(box, tmp_path), 0)  # a new plan of the new state applies
+    assert box.plan_exit() == 0
+
+
+def test_a_plan_saved_while_the_kernel_settles_after_an_apply_still_applies(sandbox_factory, tmp_path):
+    """For a second after links come up, the kernel sets bridge ports forwarding and adds IPv6
+    link-local addresses; neither is planned, so neither makes a saved plan stale."""
+    box = sandbox_factory("docker0.yaml")
+    box.apply()
+    ip("-n", box.host(), "link", "set", "docker0", "mtu", "1400")
+    plan = saved_plan(box, tmp_path)  # at once, before linkwatch has run
+    time.sleep(1.5)
+    apply_plan(plan, 0)
     assert box.plan_exit() == 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from topoctl.errors import InvalidTopology, Diagnostic
@@ -19,16 +19,29 @@ from topoctl.core.state import State
 FORMAT = "topoctl-plan/v1"
 
 
+def _compared(value: object) -> tuple:
+    """A value's fields that take part in equality: what the planner compares, not what the
+    kernel keeps changing on its own (ifindexes, a bridge port's STP state)."""
+    return tuple(getattr(value, f.name) for f in fields(value) if f.compare)  # type: ignore[arg-type]
+
+
 def fingerprint(state: State) -> str:
-    """A hash of everything the planner looks at in a live state (ifindexes aside)."""
+    """A hash of everything the planner looks at in a live state.
+
+    Left out is what moves under a settled topology for a second after a link changes: port
+    states, and the IPv6 link-local addresses the kernel adds and removes (never planned)."""
     parts = [
         sorted(repr(n) for n in state.namespaces.values()),
-        sorted(repr(replace(link, index=0)) for link in state.links.values()),
-        sorted(repr(a) for a in state.addresses),
+        sorted(repr(_compared(link)) for link in state.links.values()),
+        sorted(repr(a) for a in state.addresses if not a.kernel_made),
         sorted(repr(r) for r in state.routes.values()),
         sorted(repr(item) for item in state.sysctls.items()),
         sorted(repr(n) for n in state.neighbours),
         sorted(repr(f) for f in state.fdb),
+        sorted(repr(t) for t in state.tables.values()),
+        sorted(repr((key, q if isinstance(q, str) else _compared(q))) for key, q in state.qdiscs.items()),
+        sorted(repr(item) for item in state.foreign_drops.items()),
+        sorted(repr(item) for item in state.foreign_tables.items()),
     ]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
