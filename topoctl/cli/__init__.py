@@ -399,6 +399,7 @@ def exec_(file: str = FileArg,
 
 
 from topoctl.cli import diagnose  # noqa: E402,F401 - registers check and the other troubleshooting commands
+from topoctl.cli import agent  # noqa: E402,F401 - registers watch
 
 
 def version_callback(value: bool) -> None:

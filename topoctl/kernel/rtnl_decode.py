@@ -457,3 +457,33 @@ def answer(buf: bytes, seq: int, reply_type: int | None, parse: Callable | None)
             return parse(buf, offset + 16, end)
         offset = (end + 3) & ~3
     return PENDING
+
+
+# -- notifications -------------------------------------------------------------------------
+
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
+_NOTIFIED = {RTM_NEWLINK: _link, RTM_DELLINK: _link, RTM_NEWADDR: _addr, RTM_DELADDR: _addr,
+             RTM_NEWROUTE: _route, RTM_DELROUTE: _route, RTM_NEWNEIGH: _neigh, RTM_DELNEIGH: _neigh}
+
+
+def notifications(buf: bytes) -> list[tuple[int, int, int, object]]:
+    """The (message type, sequence, port, parsed message) of each message of one datagram read
+    from a multicast socket. A notification carries the sequence and port of the request that
+    caused it (the kernel's own have 0), so only the reader can tell its own dump's replies.
+    Other types (a dump's end) are skipped."""
+    size, offset, out = len(buf), 0, []
+    while offset < size:
+        if size - offset < 16:
+            raise _bad_header(buf, offset, 0)
+        length, kind, _, msg_seq, port = _HEADER.unpack_from(buf, offset)
+        end = offset + length
+        if length < 16 or end > size:
+            raise _bad_header(buf, offset, length)
+        parse = _NOTIFIED.get(kind)
+        # a bridge's news of its port (AF_BRIDGE: STP state, flags) is not news of the interface
+        bridge_port = parse is _link and length > 16 and buf[offset + 16] == AF_BRIDGE
+        if parse is not None and not bridge_port:
+            out.append((kind, msg_seq, port, parse(buf, offset + 16, end)))
+        offset = (end + 3) & ~3
+    return out
