@@ -55,8 +55,11 @@ class NeighbourChange:
     scope: Scope
     index: int
     deleted: bool
-    permanent: bool  # NUD_PERMANENT, or a forwarding entry: what topoctl writes on overlays
-    text: str
+    permanent: bool  # NUD_PERMANENT: what topoctl writes on overlays
+    text: str  # the IP (a neighbour) or the remote VTEP (a forwarding entry)
+    lladdr: str | None = None
+    fdb: bool = False  # a forwarding entry (AF_BRIDGE), keyed by MAC and remote
+    initial: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class DriftFilter:
     # replaced by itself) is not drift
     _addresses: set[tuple[Scope, int, str]] = field(default_factory=set)
     _routes: set[tuple] = field(default_factory=set)
+    _neighbours: dict[tuple, str | None] = field(default_factory=dict)  # permanent ones -> their MAC
 
     @classmethod
     def of(cls, desired: State, whole: set[str]) -> "DriftFilter":
@@ -114,6 +118,7 @@ class DriftFilter:
         self._links = {k: v for k, v in self._links.items() if k[0] != scope}
         self._addresses = {a for a in self._addresses if a[0] != scope}
         self._routes = {r for r in self._routes if r[0] != scope}
+        self._neighbours = {k: v for k, v in self._neighbours.items() if k[0] != scope}
 
     def _seen(self, known: set, key: tuple, deleted: bool) -> bool:
         """Record an address or route; whether the notification changes nothing."""
@@ -149,12 +154,7 @@ class DriftFilter:
                 return None
             return f"route {change.text} {'deleted' if change.deleted else 'changed'}{self._where(change.scope, None)}"
         if isinstance(change, NeighbourChange):
-            if not change.permanent or change.scope not in self.desired.scopes:
-                return None
-            known = self._links.get((change.scope, change.index))
-            if known is None or known[1][4] != "vxlan" or (change.scope, known[0]) not in self.desired.links:
-                return None
-            return f"overlay entry {change.text} {'deleted' if change.deleted else 'changed'} on {known[0]}"
+            return self._neighbour(change)
         if isinstance(change, Overflow):
             return f"notifications lost{self._where(change.scope, None)} (queue overflow)"
         if isinstance(change, NamespaceGone):
@@ -191,6 +191,28 @@ class DriftFilter:
                              if old != new)
             return f"{change.name} changed{where}: {what}"
         return None  # the same as before: the kernel's own state (carrier, operstate, STP)
+
+    def _neighbour(self, change: NeighbourChange) -> str | None:
+        """Permanent entries on an overlay's device: one deleted (the kernel's notice of it no
+        longer says permanent), changed, or added."""
+        if change.scope not in self.desired.scopes:
+            return None
+        key = (change.scope, change.index, change.fdb, change.text, change.lladdr if change.fdb else None)
+        had = key in self._neighbours
+        before = self._neighbours.get(key)
+        if change.permanent and not change.deleted:
+            self._neighbours[key] = change.lladdr
+        else:
+            self._neighbours.pop(key, None)
+        known = self._links.get((change.scope, change.index))
+        if change.initial or known is None or known[1][4] != "vxlan" or (change.scope, known[0]) not in self.desired.links:
+            return None
+        what = f"overlay {'forwarding entry' if change.fdb else 'entry'} {change.text}"
+        if had and (change.deleted or not change.permanent):
+            return f"{what} deleted on {known[0]} in {scope_label(change.scope)}"
+        if change.permanent and not change.deleted and (not had or before != change.lladdr):
+            return f"{what} {'changed' if had else 'added'} on {known[0]} in {scope_label(change.scope)}"
+        return None
 
     def _where(self, scope: Scope, index: int | None) -> str:
         known = self._links.get((scope, index)) if index is not None else None

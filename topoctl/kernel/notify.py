@@ -19,7 +19,7 @@ import struct
 
 from topoctl.core.drift import (AddressChange, Change, LinkChange, NamespaceGone, NeighbourChange, Overflow,
                                 RouteChange)
-from topoctl.core.kabi import IFF_UP, NUD_PERMANENT, RTN_UNICAST, RTPROT_KERNEL
+from topoctl.core.kabi import AF_BRIDGE, IFF_UP, NUD_PERMANENT, RTN_UNICAST, RTPROT_KERNEL
 from topoctl.core.state import Scope
 from topoctl.errors import KernelError
 from topoctl.kernel import namespaces as ns
@@ -27,8 +27,10 @@ from topoctl.kernel.rtnl_decode import (RTM_DELADDR, RTM_DELLINK, RTM_DELNEIGH, 
                                         notifications)
 from topoctl.paths import NETNS_RUN_DIR
 
-# RTMGRP_* bits: LINK, NEIGH, IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE
-GROUPS = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400
+# RTMGRP_* bits: LINK, IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE; and NEIGH, only where an
+# overlay's device is: elsewhere it is ARP and neighbour discovery churning, never planned
+GROUPS = 0x1 | 0x10 | 0x40 | 0x100 | 0x400
+RTMGRP_NEIGH = 0x4
 SO_RCVBUFFORCE = 33
 QUEUE_BYTES = 4 << 20  # an apply at N=1000 notifies a host namespace of ~10 MB; lost ones are an Overflow
 MAIN_TABLE = 254
@@ -38,6 +40,8 @@ _DUMP = 0x1 | 0x300  # NLM_F_REQUEST | NLM_F_DUMP
 _DUMPS = (_HEADER.pack(32, 18, _DUMP, 1, 0) + struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0),
           _HEADER.pack(24, 22, _DUMP, 2, 0) + struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0),
           _HEADER.pack(28, 26, _DUMP, 3, 0) + struct.pack("=BBBBBBBBI", socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0))
+# and neighbour entries (4), where an overlay is: what is permanent there now
+_NEIGHBOURS = _HEADER.pack(28, 30, _DUMP, 4, 0) + struct.pack("=BxxxiHBB", socket.AF_UNSPEC, 0, 0, 0, 0)
 NLMSG_DONE = 3
 
 
@@ -64,19 +68,20 @@ def _changes(scope: Scope, kind: int, msg, initial: bool = False) -> Change | No
         gateway = str(ipaddress.ip_address(msg.gateway)) if msg.gateway else None
         return RouteChange(scope, msg.oif, deleted, text, planned, (gateway, msg.priority), initial)
     if name == "NeighMsg":
-        what = ipaddress.ip_address(msg.dst).compressed if msg.dst else (msg.lladdr or "?")
-        return NeighbourChange(scope, msg.ifindex, deleted, bool(msg.state & NUD_PERMANENT), what)
+        what = ipaddress.ip_address(msg.dst).compressed if msg.dst else "-"
+        return NeighbourChange(scope, msg.ifindex, deleted, bool(msg.state & NUD_PERMANENT), what, msg.lladdr,
+                               msg.family == AF_BRIDGE, initial)
     return None
 
 
-def _subscribed_socket() -> socket.socket:
+def _subscribed_socket(groups: int) -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
     try:
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, QUEUE_BYTES)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, QUEUE_BYTES)
-        sock.bind((0, GROUPS))
+        sock.bind((0, groups))
     except OSError:
         sock.close()
         raise
@@ -89,6 +94,7 @@ class Subscription:
     def __init__(self, scope: Scope, sock: socket.socket, identity: tuple[int, int] | None) -> None:
         self.scope, self.sock, self.identity = scope, sock, identity
         self.port = sock.getsockname()[0]  # the kernel's replies to our own dumps carry it
+        self.neighbours = False  # subscribed to neighbour entries too
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -98,11 +104,11 @@ class Subscription:
         self.sock.settimeout(5.0)
         out: list[Change] = []
         try:
-            for seq, request in enumerate(_DUMPS, start=1):
+            for seq, request in enumerate(_DUMPS + ((_NEIGHBOURS,) if self.neighbours else ()), start=1):
                 self.sock.send(request)
                 while True:
                     buf = self.sock.recv(1 << 20)
-                    out.extend(self._decode(buf, seq))
+                    out.extend(change for change, _ in self._decode(buf, seq))
                     if _has_done(buf, seq, self.port):
                         break
         except OSError as err:
@@ -117,7 +123,12 @@ class Subscription:
 
     def read(self) -> list[Change]:
         """What has arrived, without waiting."""
-        out: list[Change] = []
+        return [change for change, _ in self.read_with_ports()]
+
+    def read_with_ports(self) -> list[tuple[Change, int]]:
+        """What has arrived, each with the netlink port of the request that caused it (0: the
+        kernel's own, or lost notifications)."""
+        out: list[tuple[Change, int]] = []
         while True:
             try:
                 buf = self.sock.recv(1 << 20)
@@ -125,21 +136,21 @@ class Subscription:
                 return out
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
-                    out.append(Overflow(self.scope))
+                    out.append((Overflow(self.scope), 0))
                     continue
                 raise KernelError(f"reading notifications in {self.scope or 'the host'}: {err.strerror or err}") from None
             try:
                 out.extend(self._decode(buf, None))
             except Malformed:
-                out.append(Overflow(self.scope))  # cannot trust it: treat it as lost
+                out.append((Overflow(self.scope), 0))  # cannot trust it: treat it as lost
 
-    def _decode(self, buf: bytes, dump: int | None) -> list[Change]:
-        """Changes in a datagram; those answering our dump `dump` are marked initial."""
+    def _decode(self, buf: bytes, dump: int | None) -> list[tuple[Change, int]]:
+        """Changes in a datagram, with their ports; those answering our dump `dump` are marked initial."""
         out = []
         for kind, seq, port, msg in notifications(buf):
             change = _changes(self.scope, kind, msg, initial=dump is not None and seq == dump and port == self.port)
             if change is not None:
-                out.append(change)
+                out.append((change, port))
         return out
 
     def close(self) -> None:
@@ -178,15 +189,21 @@ def identity(scope: Scope) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def subscribe(scopes: list[Scope]) -> tuple[list[Subscription], list[Change]]:
-    """Sockets in these namespaces (those that exist now), primed; and what priming found."""
+def subscribe(scopes: list[Scope], overlaid: frozenset = frozenset()) -> tuple[list[Subscription], list[Change]]:
+    """Sockets in these namespaces (those that exist now), primed; and what priming found.
+    In the `overlaid` ones (with a VXLAN device) they hear neighbour entries too."""
+    def groups(scope: Scope) -> int:
+        return GROUPS | (RTMGRP_NEIGH if scope in overlaid else 0)
+
     named = [s for s in scopes if s is not None]
-    opened: dict[Scope, socket.socket] = dict(ns.run_in_each(named, lambda _: _subscribed_socket())) if named else {}
+    opened: dict[Scope, socket.socket] = dict(ns.run_in_each(named, lambda s: _subscribed_socket(groups(s)))) \
+        if named else {}
     if None in scopes:
-        opened[None] = _subscribed_socket()
+        opened[None] = _subscribed_socket(groups(None))
     subs, found = [], []
     for scope, sock in opened.items():
         sub = Subscription(scope, sock, identity(scope))
+        sub.neighbours = scope in overlaid  # before prime(): it dumps them too
         subs.append(sub)
         found.extend(sub.prime())
     return subs, found

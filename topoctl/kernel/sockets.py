@@ -111,6 +111,17 @@ class Kernel:
         if reader is not None:
             reader.close()
 
+    def ports(self) -> dict[Scope, int]:
+        """The netlink port of each namespace's socket: what the kernel's notifications of this
+        object's changes carry, so a listener can tell them from others'."""
+        found = {}
+        for scope, handle in self._rtnl.items():
+            try:
+                found[scope] = handle.sock.getsockname()[0]
+            except OSError:
+                pass
+        return found
+
     def close(self) -> None:
         self.drop_prefetch()
         handles, self._rtnl = list(self._rtnl.values()), {}

@@ -112,6 +112,7 @@ class Watch:
     interval: float = 300.0
     lock_timeout: float = 30.0
     drifts: int = 0  # drift notifications acted on, for the figures
+    missed: str | None = None  # drift another process made during the last reconciliation
     _subs: dict = field(default_factory=dict)
 
     def run(self) -> int:
@@ -163,7 +164,9 @@ class Watch:
                 if not (quiet and entry.result == IN_SYNC):
                     self.log(entry)
                 quiet = False
-                if entry.result == APPLIED:
+                if self.missed is not None and pending is None:
+                    pending, self.missed = ("drift", self.missed), None
+                elif entry.result == APPLIED and pending is None:
                     pending, quiet = ("drift", "changed during the last reconciliation"), True
                 next_full = time.monotonic() + self.interval
                 continue
@@ -221,6 +224,7 @@ class Watch:
 
     def _reconcile(self, trigger: str, reason: str) -> Reconciliation:
         started = time.monotonic()
+        ours: dict = {}
         invalid = self._reload() if trigger != "drift" else None
         if invalid is not None and trigger == "file":
             return invalid  # the last good file stays applied, as it was
@@ -232,8 +236,11 @@ class Watch:
                 if self._signals.stop:
                     raise Terminated()
                 with Kernel() as kernel:
-                    # an Interrupts never installed: the agent's signals do not roll back its run
-                    report = reconcile(kernel, context, signals=Interrupts())
+                    try:
+                        # an Interrupts never installed: the agent's signals do not roll back its run
+                        report = reconcile(kernel, context, signals=Interrupts())
+                    finally:
+                        ours = kernel.ports()
             result = APPLIED if not report.plan.empty else IN_SYNC
             entry = Reconciliation(trigger, reason, result, len(report.plan.actions),
                                    time.monotonic() - started, at=time.time())
@@ -245,7 +252,7 @@ class Watch:
                                    hint=err.hint, at=time.time())
         finally:
             self._signals.reconciling = False
-            self._drain()
+            self._drain(ours)
             self._sync()
         if invalid is not None:
             self.log(invalid)
@@ -276,12 +283,18 @@ class Watch:
 
     # -- subscriptions -------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        """Read what the run's own changes notified: it updates what links are, and is not drift."""
+    def _drain(self, ours: dict) -> None:
+        """Read what came during the run. What its own sockets changed (their port), and what
+        the kernel did (port 0), only updates what links are; a change another process made
+        meanwhile is drift still to repair (`missed`)."""
         for sub in list(self._subs.values()):
-            for change in sub.read():
-                if not isinstance(change, Overflow):
-                    self._filter.drift(change)
+            own = ours.get(sub.scope)
+            for change, port in sub.read_with_ports():
+                if isinstance(change, Overflow):
+                    continue
+                why = self._filter.drift(change)
+                if why and port not in (0, own) and self.missed is None:
+                    self.missed = why
 
     def _close(self, scope) -> None:
         sub = self._subs.pop(scope, None)
@@ -294,13 +307,14 @@ class Watch:
         """One socket in each of the topology's namespaces that exists: new ones subscribed,
         gone or re-made ones closed (a socket keeps a deleted namespace alive)."""
         wanted = {s for s in self.context.desired.scopes if s is None or notify.identity(s) is not None}
+        overlaid = frozenset(link.scope for link in self.context.desired.links.values() if link.kind == "vxlan")
         for scope, sub in list(self._subs.items()):
-            if scope not in wanted or notify.identity(scope) != sub.identity:
+            if scope not in wanted or notify.identity(scope) != sub.identity or sub.neighbours != (scope in overlaid):
                 self._close(scope)
         missing = sorted((s for s in wanted if s not in self._subs), key=lambda s: s or "")
         if not missing:
             return
-        subs, found = notify.subscribe(missing)
+        subs, found = notify.subscribe(missing, overlaid)
         for sub in subs:
             self._subs[sub.scope] = sub
             self._selector.register(sub, selectors.EVENT_READ, sub)
