@@ -217,8 +217,6 @@ class Watch:
                             self.drifts += 1
                             if found is None or _weightier(why, found):
                                 found = ("drift", why)
-            if found is not None and found[0] == "file":
-                return found
 
     # -- one reconciliation --------------------------------------------------------------
 
