@@ -43,6 +43,31 @@ class TopoctlError(Exception):
         self.message = message
         self.hint = hint
 
+    # None: the run changed nothing to undo, or (a destroy) does not roll back.
+    rollback: "Rollback | None" = None
+
+    def as_json(self) -> dict:
+        """The error as `-o json` prints it, so a program decides from fields, not from text."""
+        rollback = self.rollback
+        return {"type": _snake(type(self).__name__), "message": self.message, "hint": self.hint,
+                "exit_code": self.exit_code,
+                "rollback": None if rollback is None else
+                {"steps": rollback.steps, "complete": not rollback.not_undone,
+                 "not_undone": list(rollback.not_undone)}}
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What the rollback of a failed apply did: the steps it ran back, and what it could not
+    undo (nothing: the state before the apply is back)."""
+
+    steps: int
+    not_undone: tuple[str, ...] = ()
+
 
 class InvalidTopology(TopoctlError):
     """The input file is invalid: every problem found, each with FILE:LINE:COL."""
@@ -87,21 +112,19 @@ class Terminated(KeyboardInterrupt):
 
 
 class ApplyFailed(TopoctlError):
-    """An apply step failed; carries what was rolled back."""
+    """An apply step failed; carries what was rolled back (None for a destroy, which does not)."""
 
-    def __init__(self, message: str, hint: str = "", rolled_back: int = 0, rollback_errors: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, hint: str = "", rollback: Rollback | None = None) -> None:
         super().__init__(message, hint)
-        self.rolled_back = rolled_back
-        self.rollback_errors = rollback_errors
+        self.rollback = rollback
 
 
 class Interrupted(ApplyFailed):
     """A signal stopped an apply (or a destroy before its first step): the state is the one
     before the run, as the message and hint say. Exits 128 + the signal's number."""
 
-    def __init__(self, message: str, hint: str, signum: int, rolled_back: int = 0,
-                 rollback_errors: tuple[str, ...] = ()) -> None:
-        super().__init__(message, hint, rolled_back, rollback_errors)
+    def __init__(self, message: str, hint: str, signum: int, rollback: Rollback | None = None) -> None:
+        super().__init__(message, hint, rollback)
         self.signum = signum
         self.exit_code = 128 + signum
 
@@ -111,4 +134,8 @@ class StalePlan(TopoctlError):
 
 
 class VerificationFailed(TopoctlError):
-    """After apply, a fresh plan was not empty."""
+    """After apply, a fresh plan was not empty (the apply is then rolled back, a destroy not)."""
+
+    def __init__(self, message: str, hint: str = "", rollback: Rollback | None = None) -> None:
+        super().__init__(message, hint)
+        self.rollback = rollback

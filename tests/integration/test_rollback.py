@@ -35,6 +35,23 @@ def test_failed_first_apply_leaves_nothing(sandbox_factory):
     assert box.leftovers() == []
 
 
+def test_failed_apply_in_json_says_what_failed_and_what_was_rolled_back(sandbox_factory):
+    """-o json: the failure is a document on stdout, so a program (the Ansible module) reads
+    the rollback from fields; stderr still has the message for people."""
+    box = sandbox_factory("point-to-point.yaml")
+    box.write(with_bad_sysctl(box.original, "left"))
+    result = box.run("apply", "-o", "json", expect=1)
+    document = json.loads(result.stdout)
+    error = document["error"]
+    assert document["format_version"] == 1
+    assert error["type"] == "apply_failed" and error["exit_code"] == 1
+    assert "failed: sysctl net.ipv4.no_such_knob does not exist in" in error["message"]
+    assert error["hint"] == "rolled back: 3 steps restored the state before the apply (3 changes had been made)"
+    assert error["rollback"] == {"steps": 3, "complete": True, "not_undone": []}
+    assert "error: " in result.stderr
+    assert box.leftovers() == []
+
+
 def test_failed_change_restores_the_state_before(sandbox_factory):
     box = sandbox_factory("docker0.yaml")
     box.apply()
@@ -290,7 +307,7 @@ def test_a_failure_inside_a_run_of_new_namespaces_is_rolled_back(sandbox_factory
     from topoctl.store import records
     from topoctl.run.reconcile import reconcile
     from topoctl.run.context import Context, realise
-    from topoctl.errors import ApplyFailed
+    from topoctl.errors import ApplyFailed, Rollback
     from topoctl.kernel.sockets import Kernel
     from topoctl.spec.loader import load_file
 
@@ -314,5 +331,5 @@ def test_a_failure_inside_a_run_of_new_namespaces_is_rolled_back(sandbox_factory
         reconcile(kernel, context)
     message = str(caught.value)
     assert f"step 9 of {len(box.plan()['actions'])} failed: create namespace {victim}: No space left on device" in message
-    assert caught.value.rolled_back == 8 and caught.value.rollback_errors == ()  # the 8 made before it
+    assert caught.value.rollback == Rollback(8, ())  # the 8 made before it
     assert box.leftovers() == []

@@ -3,6 +3,7 @@ from the kernel before the file is loaded)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,21 @@ def test_plan_with_detailed_exitcode_exits_1_for_a_usage_error():
     result = topoctl("plan", "-d", "--host", "nowhere", str(ROOT / "topologies/docker0.yaml"))
     assert result.returncode == 1, result.stderr
     assert "unknown host 'nowhere'" in result.stderr
+
+
+def test_with_json_output_an_error_is_a_document_with_its_exit_code(bad_file):
+    """-o json puts the error on stdout as well, with the exit code the process ends with."""
+    result = topoctl("plan", "-o", "json", "--host", "nowhere", str(ROOT / "topologies/docker0.yaml"))
+    assert result.returncode == 2, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "usage_error" and error["exit_code"] == 2 and error["rollback"] is None
+    assert "unknown host 'nowhere'" in error["message"]
+    for args, code in ((["plan", "-o", "json"], 2), (["plan", "-d", "-o", "json"], 1), (["apply", "-o", "json"], 2)):
+        result = topoctl(*args, bad_file)
+        document = json.loads(result.stdout)
+        assert result.returncode == code and document["error"]["exit_code"] == code, (args, result.stderr)
+        assert document["valid"] is False and document["problems"][0]["line"] == 3, args  # as before
+        assert document["error"]["type"] == "invalid_topology" and document["error"]["message"] == "1 problem found"
 
 
 def test_without_detailed_exitcode_an_invalid_file_exits_2(bad_file):

@@ -84,9 +84,13 @@ def _warn_about(topology) -> None:
 
 
 def _fail(error: TopoctlError, output: Output = Output.text, exit_code: Optional[int] = None) -> None:
+    code = error.exit_code if exit_code is None else exit_code
+    if output == Output.json:  # stdout has the error too: a program reads fields, not stderr
+        document = {"format_version": 1, "error": {**error.as_json(), "exit_code": code}}
+        if isinstance(error, InvalidTopology):
+            document = {"valid": False, "problems": [d.as_dict() for d in error.diagnostics], **document}
+        print(json.dumps(document, indent=2))
     if isinstance(error, InvalidTopology):
-        if output == Output.json:
-            print(json.dumps({"valid": False, "problems": [d.as_dict() for d in error.diagnostics]}, indent=2))
         for d in error.diagnostics:
             err.print(f"[bold]{_esc(d.location())}:[/bold] [red]error:[/red] {_esc(d.message)}")
             if d.hint:
@@ -96,7 +100,7 @@ def _fail(error: TopoctlError, output: Output = Output.text, exit_code: Optional
         err.print(f"[red]error:[/red] {_esc(error.message)}")
         if error.hint:
             err.print(f"  [dim]hint: {_esc(error.hint)}[/dim]")
-    raise typer.Exit(error.exit_code if exit_code is None else exit_code)
+    raise typer.Exit(code)
 
 
 def _esc(text: str) -> str:

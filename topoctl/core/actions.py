@@ -175,7 +175,7 @@ class CreateNamespace(_OnNetns, Action):
     noun = "namespace"
 
     def details(self) -> dict:
-        return {"name": self.netns.name, "role": self.netns.role, "host": self.netns.host}
+        return {"name": self.netns.name, "role": self.netns.role, "host": self.netns.host or None}  # "": the underlay
 
 
 def _link_details(link: Link) -> dict:

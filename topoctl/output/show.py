@@ -135,7 +135,7 @@ def _owned_view(state: State, topology: str, indexes: bool = False) -> dict:
              if link.owner == topology or (link.kind == "loopback" and link.scope in owned_ns)]
     link_keys = {link.key for link in links}
     return {
-        "namespaces": [{"name": n.name, "role": n.role, "host": n.host}
+        "namespaces": [{"name": n.name, "role": n.role, "host": n.host or None}
                        for n in sorted(state.namespaces.values(), key=lambda n: n.name) if n.name in owned_ns],
         "links": [{"netns": link.scope, "name": link.name, "kind": link.kind, "state": "up" if link.up else "down",
                    "mtu": link.mtu, "mac": link.mac, "master": link.master,

@@ -7,7 +7,7 @@ from topoctl.core.actions import DeleteNamespace, Plan
 from topoctl.core.planner import plan
 from topoctl.core.restore import restore_target
 from topoctl.core.state import State
-from topoctl.errors import ApplyFailed, Interrupted, TopoctlError, VerificationFailed
+from topoctl.errors import ApplyFailed, Interrupted, Rollback, TopoctlError, VerificationFailed
 from topoctl.kernel.executors import execute, settle
 from topoctl.kernel.sockets import Kernel
 from topoctl.run.context import Context
@@ -29,11 +29,12 @@ def rolled_back(kernel: Kernel, context: Context, before: State, failed: str, do
         hint = f"rolled back: {steps} steps restored the state before the apply ({done} changes had been made)"
     else:
         hint = "rolled back: nothing had been changed"
+    rollback = Rollback(steps, errors)
     if signum is not None:
-        return Interrupted(failed, hint, signum, rolled_back=steps, rollback_errors=errors)
+        return Interrupted(failed, hint, signum, rollback)
     if verification:
-        return VerificationFailed(failed, hint + "; something else changed these objects meanwhile")
-    return ApplyFailed(failed, hint, rolled_back=steps, rollback_errors=errors)
+        return VerificationFailed(failed, hint + "; something else changed these objects meanwhile", rollback)
+    return ApplyFailed(failed, hint, rollback)
 
 
 def _restore(kernel: Kernel, context: Context, before: State) -> tuple[int, tuple[str, ...]]:
