@@ -116,6 +116,9 @@ class Fleet:
     def previous(self, host: str) -> Path:
         return self.files / host / "cluster.yaml.previous"
 
+    def pending(self, host: str) -> Path:
+        return self.files / host / "cluster.yaml.pending"
+
     def variant(self, name: str, **top_level) -> Path:
         """The sandbox's file with top-level keys added (its names already made unique)."""
         path = self.box.path.with_name(f"{name}.yaml")
@@ -258,6 +261,50 @@ def test_a_failed_apply_reports_topoctls_message_and_its_rollback(fleet):
     assert fleet.box.plan_exit() == 0  # as before the apply
 
 
+def test_a_rollout_cut_off_before_its_probes_is_put_back_first_by_the_next_run(fleet):
+    """As a run killed between the install and the probes after leaves node2: the broken file
+    in place and applied, the good one as .previous, and the .pending mark."""
+    fleet.deployed()
+    good = fleet.box.path.read_text()
+    broken = fleet.variant("broken", routes=[BROKEN_ROUTE])
+    fleet.previous("node2").write_text(good)
+    fleet.dest("node2").write_text(broken.read_text())
+    fleet.pending("node2").write_text("cut off\n")
+    fleet.box.run("apply", "--host", "node2", path=fleet.dest("node2"))
+    assert fleet.box.plan_exit() == 2  # node2 has the broken route
+    doc = fleet.playbook("rollout.yml")  # the good file again: "unchanged" on node2
+    resumed = {host: r for host, r in results(doc, "Apply the previous file of the cut-off rollout").items()
+               if not r.get("skipped")}
+    assert sorted(resumed) == ["node2"] and resumed["node2"]["summary"] == {"add": 0, "change": 0, "destroy": 1}
+    assert all(stats["failures"] == 0 for stats in doc["stats"].values())
+    assert fleet.box.plan_exit() == 0 and not fleet.pending("node2").exists()
+    outcome = results(doc, "Record the rollout's outcome on this host")["node2"]["ansible_facts"]["topoctl_rollout"]
+    assert outcome["resumed"] is True and outcome["file_changed"] is False
+
+
+def test_a_first_rollout_that_fails_after_its_apply_destroys_what_it_built(fleet, tmp_path):
+    """No previous file to put back: what the new file built goes. The fault: a topoctl whose
+    second `check` (the probe after the apply) fails."""
+    wrapper = tmp_path / "topoctl-faulty"
+    marker = tmp_path / "checked-once"
+    wrapper.write_text(f"""#!/bin/sh
+if [ "$1" = check ]; then
+  if [ -e {marker} ]; then echo "error: injected fault" >&2; exit 1; fi
+  touch {marker}
+fi
+exec {BIN / "topoctl"} "$@"
+""")
+    wrapper.chmod(0o755)
+    doc = fleet.playbook("rollout.yml", "--limit", "node1", "-e", f"rollout_executable={wrapper}", expect=2)
+    assert results(doc, APPLY)["node1"]["changed"] is True
+    undone = results(doc, "Destroy what the new file built (there was no file before it)")["node1"]
+    assert undone["changed"] is True and undone["state"] == "absent"
+    stop = results(doc, "Stop the rollout")["node1"]["msg"]
+    assert "topoctl check on node1 failed after the change (exit 1): error: injected fault" in stop
+    assert "There was no previous file: what the new one built is destroyed" in stop
+    assert ours(fleet.box) == set() and not fleet.dest("node1").exists() and not fleet.pending("node1").exists()
+
+
 def test_state_absent_destroys_every_host(fleet):
     fleet.deployed()
     doc = fleet.playbook("destroy.yml")
@@ -365,5 +412,11 @@ def test_only_probes_that_passed_before_are_required_after():
                                           "across icmp a -> ddd 10.0.0.3 port=None size=None: passed before, "
                                           "not probed after"]
     assert probes.probe_summary(after) == "0 of 2 probes as designed"
+    assert probes.check_error({"rc": 2, "stdout": json.dumps(after)}) == ""  # a probe not as designed
+    assert probes.check_error({"rc": 1, "stdout": json.dumps({"format_version": 1, "error": {
+        "type": "lock_timeout", "message": "node1 is locked", "hint": "wait", "exit_code": 1, "rollback": None}})}) \
+        == "node1 is locked (wait)"
+    assert probes.check_error({"rc": 2, "stdout": "", "msg": "[Errno 2] No such file or directory"}) \
+        == "[Errno 2] No such file or directory"
     with pytest.raises(ValueError):
         probes.probes_passing({"valid": False, "problems": []})

@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
 
 def probe_key(row):
     return "%s %s %s -> %s %s port=%s size=%s" % (row.get("group"), row.get("kind"), row.get("from"),
@@ -20,7 +22,7 @@ def probe_key(row):
 
 def probe_text(row):
     """`app-2 -> app-1 10.244.1.2 (icmp): no reply within 2.0 s: <first broken hop> (fix: ...)`."""
-    kind = row.get("kind")
+    kind = row.get("kind") or "?"
     if row.get("size"):
         kind += ", full size with DF: %s-byte payload" % row["size"]
     elif row.get("port"):
@@ -59,6 +61,29 @@ def probe_regressions(after, before):
     return found
 
 
+def check_error(result):
+    """What is wrong with a registered `topoctl check -o json` result, or "" when it is a list
+    of probes (exit 0: all as designed; 2: some not). topoctl's JSON error document gives the
+    message and hint; without one (topoctl missing, a crash), stderr does."""
+    if not isinstance(result, dict):
+        return "no result"
+    rc, out = result.get("rc"), (result.get("stdout") or "").strip()
+    try:
+        parsed = json.loads(out) if out else None
+    except ValueError:
+        parsed = None
+    if rc in (0, 2) and isinstance(parsed, list):
+        return ""
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        text = error.get("message") or "?"
+        if parsed.get("problems"):
+            text += ": " + "; ".join("%s:%s:%s: %s" % (p.get("file"), p.get("line"), p.get("column"), p.get("message"))
+                                     for p in parsed["problems"])
+        return text + (" (%s)" % error["hint"] if error.get("hint") else "")
+    return (result.get("stderr") or result.get("msg") or "").strip() or "exit %s and no output" % rc
+
+
 def probe_summary(rows):
     rows = _rows(rows, "probe_summary")
     good = sum(1 for row in rows if row.get("as_designed"))
@@ -72,4 +97,5 @@ class FilterModule(object):
             "probes_passing": probes_passing,
             "probe_text": probe_text,
             "probe_summary": probe_summary,
+            "check_error": check_error,
         }

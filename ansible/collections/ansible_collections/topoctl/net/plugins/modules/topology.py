@@ -43,7 +43,8 @@ options:
       - The host of the file that this target is (C(topoctl --host)).
       - Defaults to the inventory hostname (filled in by the action plugin).
       - An empty string passes no C(--host), so topoctl picks the host itself from the
-        machine's underlay addresses (or the file's single host).
+        machine's underlay addresses (or the file's single host); with I(emulate=true) it
+        then acts on every host of the file.
     type: str
   state:
     description:
@@ -69,8 +70,10 @@ options:
     default: topoctl
 attributes:
   check_mode:
+    description: Runs C(topoctl plan) only, and reports whether actions are pending.
     support: full
   diff_mode:
+    description: One before/after pair per planned action, and the plan as text.
     support: full
 notes:
   - Under I(emulate=true), hosts of one file share an emulated underlay; run the hosts one
@@ -121,7 +124,7 @@ summary:
   sample: {"add": 13, "change": 1, "destroy": 0}
 plan:
   description: The plan, as C(topoctl plan -o json) prints it.
-  returned: success, and on failure of the apply
+  returned: success, and on failure of the apply (with C(prepared))
   type: dict
 applied:
   description: The document C(topoctl apply PLAN -o json) printed (the plan run, plus
@@ -169,10 +172,24 @@ problems:
   description: For an invalid file, topoctl's list of problems (file, line, column, message, hint).
   returned: failure, invalid input
   type: list
+  elements: dict
 cmd:
-  description: The topoctl commands run, in order.
+  description: The topoctl commands run, in order, each as its argument list.
   returned: always
   type: list
+  elements: list
+state:
+  description: The I(state) asked for.
+  returned: success
+  type: str
+emulate:
+  description: Whether C(--emulate) was passed.
+  returned: success
+  type: bool
+verified:
+  description: Always true after a real run (topoctl fails the apply when its fresh plan is not empty).
+  returned: success, not in check mode
+  type: bool
 """
 
 import json
@@ -313,16 +330,20 @@ class Runner(object):
                       problems=problems, error=error["message"], error_type=error["type"], rc=rc, **extra)
         rollback = error.get("rollback")
         rolled_back = None if rollback is None else bool(rollback.get("complete"))
+        # the host was changed: a rollback that did not undo everything, or a destroy that
+        # failed after it began (a destroy does not roll back)
+        changed = rolled_back is False or (what == "destroy" and error.get("type") in (
+            "apply_failed", "verification_failed"))
         where = "host %s" % extra["host"] if extra.get("host") else "this host"
         message = "topoctl %s failed on %s (exit %d): %s" % (what, where, rc, error["message"])
         if rolled_back:
-            message += "; topoctl rolled the host back (%s)" % error["hint"]
+            message += "; topoctl rolled the host back (%s)" % error.get("hint")
         elif rolled_back is False:
-            message += "; topoctl could NOT roll everything back (%s)" % error["hint"]
+            message += "; topoctl could NOT roll everything back (%s)" % error.get("hint")
         elif error.get("hint"):
             message += " (%s)" % error["hint"]
         self.fail(message, error=error["message"], error_type=error["type"], hint=error.get("hint", ""),
-                  rollback=rollback, rolled_back=rolled_back, rc=rc, stderr=err, **extra)
+                  rollback=rollback, rolled_back=rolled_back, changed=changed, rc=rc, stderr=err, **extra)
 
 
 def main():
@@ -383,7 +404,10 @@ def main():
     applied = runner.document("destroy" if destroy else "apply", rc, out, err, host=host, plan=plan,
                               prepared=result["prepared"])
     summary = applied.get("summary", {})
-    changed = any(summary.get(k, 0) for k in ("add", "change", "destroy")) or applied.get("kernel_writes", 0) > 0
+    changed = any(summary.get(k, 0) for k in ("add", "change", "destroy")) or (applied.get("kernel_writes") or 0) > 0
+    for warning in applied.get("warnings", []):
+        if warning not in plan.get("warnings", []):
+            module.warn("topoctl: %s" % warning)
     result.update(
         applied=applied,
         summary=summary,
