@@ -194,6 +194,8 @@ def test_check_mode_shows_every_hosts_plan_and_changes_nothing(fleet):
 
 
 def test_a_rollout_converges_every_host_and_a_second_run_changes_nothing(fleet):
+    fleet.previous("node2").parent.mkdir(parents=True)
+    fleet.previous("node2").write_text("left by something else\n")  # not node2's previous file
     doc = fleet.playbook("rollout.yml")
     applied = results(doc, APPLY)
     for host in HOSTS:
@@ -203,7 +205,7 @@ def test_a_rollout_converges_every_host_and_a_second_run_changes_nothing(fleet):
         assert result["applied"]["verified"] is True
         assert [argv[1] for argv in result["cmd"]] == ["plan", "apply"]
         assert fleet.dest(host).read_text() == fleet.box.path.read_text()
-        assert not fleet.previous(host).exists()  # there was none
+        assert not fleet.previous(host).exists()  # there was none (node2's stray one is gone)
     assert fleet.box.plan_exit() == 0  # the whole cluster matches the file
     assert fleet.box.ping(fleet.box.ns("app-1"), "10.244.3.2")
 
@@ -280,6 +282,25 @@ def test_a_rollout_cut_off_before_its_probes_is_put_back_first_by_the_next_run(f
     assert fleet.box.plan_exit() == 0 and not fleet.pending("node2").exists()
     outcome = results(doc, "Record the rollout's outcome on this host")["node2"]["ansible_facts"]["topoctl_rollout"]
     assert outcome["resumed"] is True and outcome["file_changed"] is False
+
+
+def test_a_first_rollout_cut_off_before_its_probes_is_undone_and_made_again(fleet):
+    """No previous file: the next run destroys what the cut-off run built, then rolls out as a
+    first rollout, probes after included (a built host would have given it nothing to check)."""
+    fleet.dest("node1").parent.mkdir(parents=True)
+    fleet.dest("node1").write_text(fleet.box.path.read_text())
+    fleet.pending("node1").write_text("cut off\n")
+    fleet.box.run("apply", "--host", "node1")
+    doc = fleet.playbook("rollout.yml", "--limit", "node1")
+    undone = results(doc, "Destroy what the cut-off first rollout built")["node1"]
+    assert undone["changed"] is True and undone["state"] == "absent"
+    applied = results(doc, APPLY)["node1"]
+    assert applied["changed"] is True and applied["summary"]["add"] > 0  # built again, from nothing
+    assert not results(doc, "Probe after the change")["node1"].get("skipped")
+    outcome = results(doc, "Record the rollout's outcome on this host")["node1"]["ansible_facts"]["topoctl_rollout"]
+    assert outcome["resumed"] is True and outcome["failed"] is False
+    assert not fleet.pending("node1").exists() and not fleet.previous("node1").exists()
+    assert fleet.box.ping(fleet.box.ns("app-1"), "10.244.1.1")
 
 
 def test_a_first_rollout_that_fails_after_its_apply_destroys_what_it_built(fleet, tmp_path):
