@@ -351,6 +351,21 @@ def _bad_header(buf: bytes, offset: int, length: int) -> Malformed:
     return Malformed(f"a message at byte {offset} claims {length} bytes, past the end of its {size}-byte datagram")
 
 
+def _messages(buf: bytes):
+    """(offset, end, type, flags, sequence, port) of each message of a datagram, in order;
+    Malformed for a header that is cut short or claims bytes past the datagram's end."""
+    size, offset, unpack = len(buf), 0, _HEADER.unpack_from
+    while offset < size:
+        if size - offset < 16:
+            raise _bad_header(buf, offset, 0)
+        length, kind, flags, seq, port = unpack(buf, offset)
+        end = offset + length
+        if length < 16 or end > size:
+            raise _bad_header(buf, offset, length)
+        yield offset, end, kind, flags, seq, port
+        offset = (end + 3) & ~3
+
+
 def refusal(buf: bytes, start: int, end: int, flags: int) -> NetlinkError | None:
     """An NLMSG_ERROR body: None for an acknowledgement, else the refusal with the kernel's text.
 
@@ -393,18 +408,10 @@ def dump_datagram(buf: bytes, seq: int, reply_type: int, parse: Callable, out: l
     the dump was interrupted, now or before). Once interrupted, messages are checked, not parsed:
     the dump is read to its end only to be done again. Raises NetlinkError when the dump failed
     (a refusal, or an error at its end), Malformed for a reply that breaks the format."""
-    size = len(buf)
-    if not size:
+    if not buf:
         raise Malformed("an empty datagram")
-    offset = 0
-    unpack = _HEADER.unpack_from
-    while offset < size:
-        if size - offset < 16:
-            raise _bad_header(buf, offset, 0)
-        length, kind, flags, msg_seq, _ = unpack(buf, offset)
-        end = offset + length
-        if length < 16 or end > size:
-            raise _bad_header(buf, offset, length)
+    size = len(buf)
+    for offset, end, kind, flags, msg_seq, _ in _messages(buf):
         if msg_seq == seq:
             if flags & F_DUMP_INTR:
                 interrupted = True
@@ -421,7 +428,6 @@ def dump_datagram(buf: bytes, seq: int, reply_type: int, parse: Callable, out: l
                 raise error if error is not None else Malformed("an acknowledgement where a dump was expected")
             else:
                 raise Malformed(f"a message of type {kind} in a dump of type {reply_type}")
-        offset = (end + 3) & ~3
     return False, interrupted
 
 
@@ -432,17 +438,9 @@ def answer(buf: bytes, seq: int, reply_type: int | None, parse: Callable | None)
     """The answer to request `seq` in this datagram, or PENDING. With reply_type None (an
     acknowledged request) the answer is None: acknowledged; else the parsed object of that type.
     Raises NetlinkError for a refusal, Malformed for a reply that breaks the format."""
-    size = len(buf)
-    if not size:
+    if not buf:
         raise Malformed("an empty datagram")
-    offset = 0
-    while offset < size:
-        if size - offset < 16:
-            raise _bad_header(buf, offset, 0)
-        length, kind, flags, msg_seq, _ = _HEADER.unpack_from(buf, offset)
-        end = offset + length
-        if length < 16 or end > size:
-            raise _bad_header(buf, offset, length)
+    for offset, end, kind, flags, msg_seq, _ in _messages(buf):
         if msg_seq == seq:
             if kind == NLMSG_ERROR:
                 error = refusal(buf, offset + 16, end, flags)
@@ -455,7 +453,6 @@ def answer(buf: bytes, seq: int, reply_type: int | None, parse: Callable | None)
                 raise Malformed(f"a message of type {kind} in answer to a request"
                                 + (f" for type {reply_type}" if reply_type is not None else " to be acknowledged"))
             return parse(buf, offset + 16, end)
-        offset = (end + 3) & ~3
     return PENDING
 
 
@@ -472,18 +469,11 @@ def notifications(buf: bytes) -> list[tuple[int, int, int, object]]:
     from a multicast socket. A notification carries the sequence and port of the request that
     caused it (the kernel's own have 0), so only the reader can tell its own dump's replies.
     Other types (a dump's end) are skipped."""
-    size, offset, out = len(buf), 0, []
-    while offset < size:
-        if size - offset < 16:
-            raise _bad_header(buf, offset, 0)
-        length, kind, _, msg_seq, port = _HEADER.unpack_from(buf, offset)
-        end = offset + length
-        if length < 16 or end > size:
-            raise _bad_header(buf, offset, length)
+    out = []
+    for offset, end, kind, _, msg_seq, port in _messages(buf):
         parse = _NOTIFIED.get(kind)
         # a bridge's news of its port (AF_BRIDGE: STP state, flags) is not news of the interface
-        bridge_port = parse is _link and length > 16 and buf[offset + 16] == AF_BRIDGE
+        bridge_port = parse is _link and end - offset > 16 and buf[offset + 16] == AF_BRIDGE
         if parse is not None and not bridge_port:
             out.append((kind, msg_seq, port, parse(buf, offset + 16, end)))
-        offset = (end + 3) & ~3
     return out
