@@ -67,3 +67,18 @@ def test_overlay_entries_namespaces_and_lost_notifications():
     assert f.drift(NamespaceGone("someone-else")) is None
     assert f.drift(Overflow(HOST)) == "notifications lost in demo-local (queue overflow)"
     assert f.drift(LinkChange("elsewhere", 4, "eth0", True, UP)) is None  # not one of the topology's
+
+
+def test_a_notification_becomes_the_change_of_its_message_type():
+    """kernel/notify: a decoded notification becomes the Change its rtnetlink type names."""
+    from topoctl.kernel import notify
+    from topoctl.kernel.rtnl_decode import RTM_DELLINK, RTM_NEWLINK, notifications
+
+    from .nlfake import link, message, link_body
+
+    gram = link(7, "veth-a", seq=0) + message(RTM_DELLINK, link_body(8, "veth-b"), seq=0)
+    (new_kind, _, _, new), (del_kind, _, _, gone) = notifications(gram)
+    assert (new_kind, del_kind) == (RTM_NEWLINK, RTM_DELLINK)
+    added, deleted = notify._changes("ns1", new_kind, new), notify._changes("ns1", del_kind, gone)
+    assert isinstance(added, LinkChange) and (added.index, added.name, added.deleted) == (7, "veth-a", False)
+    assert isinstance(deleted, LinkChange) and (deleted.index, deleted.name, deleted.deleted) == (8, "veth-b", True)

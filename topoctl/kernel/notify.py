@@ -23,8 +23,8 @@ from topoctl.core.kabi import AF_BRIDGE, IFF_UP, NUD_PERMANENT, RTN_UNICAST, RTP
 from topoctl.core.state import Scope
 from topoctl.errors import KernelError
 from topoctl.kernel import namespaces as ns
-from topoctl.kernel.rtnl_decode import (RTM_DELADDR, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, Malformed,
-                                        notifications)
+from topoctl.kernel.rtnl_decode import (RTM_DELADDR, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWADDR,
+                                        RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, Malformed, notifications)
 from topoctl.paths import NETNS_RUN_DIR
 
 # RTMGRP_* bits: LINK, IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE; and NEIGH, only where an
@@ -47,17 +47,16 @@ NLMSG_DONE = 3
 
 def _changes(scope: Scope, kind: int, msg, initial: bool = False) -> Change | None:
     deleted = kind in (RTM_DELLINK, RTM_DELADDR, RTM_DELROUTE, RTM_DELNEIGH)
-    name = type(msg).__name__
-    if name == "LinkMsg":
+    if kind in (RTM_NEWLINK, RTM_DELLINK):
         return LinkChange(scope, msg.index, msg.name, deleted,
                           (bool(msg.flags & IFF_UP), msg.mtu, msg.mac, msg.master, msg.kind, msg.vxlan), initial)
-    if name == "AddrMsg":
+    if kind in (RTM_NEWADDR, RTM_DELADDR):
         if not msg.address:
             return None
         address = ipaddress.ip_address(msg.address)
         return AddressChange(scope, msg.index, deleted, f"{address}/{msg.prefixlen}",
                              address.version == 6 and address.is_link_local, initial)
-    if name == "RouteMsg":
+    if kind in (RTM_NEWROUTE, RTM_DELROUTE):
         if msg.family not in (socket.AF_INET, socket.AF_INET6):
             return None
         if msg.dst:
@@ -67,7 +66,7 @@ def _changes(scope: Scope, kind: int, msg, initial: bool = False) -> Change | No
         planned = msg.table == MAIN_TABLE and msg.protocol != RTPROT_KERNEL and msg.type == RTN_UNICAST
         gateway = str(ipaddress.ip_address(msg.gateway)) if msg.gateway else None
         return RouteChange(scope, msg.oif, deleted, text, planned, (gateway, msg.priority), initial)
-    if name == "NeighMsg":
+    if kind in (RTM_NEWNEIGH, RTM_DELNEIGH):
         what = ipaddress.ip_address(msg.dst).compressed if msg.dst else "-"
         return NeighbourChange(scope, msg.ifindex, deleted, bool(msg.state & NUD_PERMANENT), what, msg.lladdr,
                                msg.family == AF_BRIDGE, initial)
