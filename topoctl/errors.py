@@ -33,18 +33,26 @@ class Diagnostic:
         }
 
 
+@dataclass(frozen=True)
+class Rollback:
+    """What the rollback of a failed apply did: the steps it ran back, and what it could not
+    undo (nothing: the state before the apply is back)."""
+
+    steps: int
+    not_undone: tuple[str, ...] = ()
+
+
 class TopoctlError(Exception):
     """Base of every error topoctl reports to a user. Carries a message and a hint."""
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", rollback: Rollback | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
-
-    # None: the run changed nothing to undo, or (a destroy) does not roll back.
-    rollback: "Rollback | None" = None
+        # what a failed apply rolled back; None when nothing was (or, a destroy, is never) undone
+        self.rollback = rollback
 
     def as_json(self) -> dict:
         """The error as `-o json` prints it, so a program decides from fields, not from text."""
@@ -58,15 +66,6 @@ class TopoctlError(Exception):
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """What the rollback of a failed apply did: the steps it ran back, and what it could not
-    undo (nothing: the state before the apply is back)."""
-
-    steps: int
-    not_undone: tuple[str, ...] = ()
 
 
 class InvalidTopology(TopoctlError):
@@ -114,10 +113,6 @@ class Terminated(KeyboardInterrupt):
 class ApplyFailed(TopoctlError):
     """An apply step failed; carries what was rolled back (None for a destroy, which does not)."""
 
-    def __init__(self, message: str, hint: str = "", rollback: Rollback | None = None) -> None:
-        super().__init__(message, hint)
-        self.rollback = rollback
-
 
 class Interrupted(ApplyFailed):
     """A signal stopped an apply (or a destroy before its first step): the state is the one
@@ -135,7 +130,3 @@ class StalePlan(TopoctlError):
 
 class VerificationFailed(TopoctlError):
     """After apply, a fresh plan was not empty (the apply is then rolled back, a destroy not)."""
-
-    def __init__(self, message: str, hint: str = "", rollback: Rollback | None = None) -> None:
-        super().__init__(message, hint)
-        self.rollback = rollback
